@@ -1,0 +1,81 @@
+"""PatchAlign3D encoder: ``PatchAlignModel.from_checkpoint(path).encode(points)``."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_network, resolve_paths, save_network, save_official
+from .grouping import farthest_point_sample, group_points, knn_group
+from .network import ModelConfig, PatchAlignNet
+
+__all__ = [
+    "CheckpointError", "EncoderOutput", "ModelConfig", "PatchAlignModel", "PatchAlignNet",
+    "farthest_point_sample", "group_points", "knn_group", "load_network", "save_network",
+    "save_official",
+]
+
+
+@dataclass
+class EncoderOutput:
+    patch_features: torch.Tensor  # (B, G, text_dim), unit length
+    centers: torch.Tensor         # (B, G, 3), model frame
+    patch_index: torch.Tensor     # (B, G, k), indices into the encoded points
+
+
+class PatchAlignModel:
+    """A loaded PatchAlign3D encoder with its config; inference only."""
+
+    def __init__(self, net: PatchAlignNet, device: str = "cpu", source: str | None = None):
+        self.net = net.to(device).eval()
+        self.device = torch.device(device)
+        self.source = source
+
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "cpu", backend: str = "torch") -> "PatchAlignModel":
+        if backend != "torch":
+            raise ValueError(f"backend {backend!r} is not available; this build has 'torch'")
+        return cls(load_network(path, device=device), device=device, source=str(path))
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.net.cfg
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.net.temp())
+
+    @property
+    def model_id(self) -> str:
+        """Short content hash of the weights (for caches keyed by model)."""
+        if self.source is None:
+            return "in-memory"
+        weights, _ = resolve_paths(self.source)
+        digest = hashlib.sha1()
+        with open(weights, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()[:16]
+
+    @torch.inference_mode()
+    def encode(self, points) -> EncoderOutput:
+        """Encode ``points`` (B, N, 3) float32, already in the model frame (no normalisation or
+        axis change here)."""
+        pts = torch.as_tensor(np.asarray(points, dtype=np.float32) if not torch.is_tensor(points) else points)
+        if pts.dim() == 2:
+            pts = pts.unsqueeze(0)
+        if pts.dim() != 3 or pts.shape[-1] != 3:
+            raise ValueError(f"points must be (B, N, 3), got {tuple(pts.shape)}")
+        cfg = self.config
+        if pts.shape[1] < max(cfg.num_group, cfg.group_size):
+            raise ValueError(f"need at least {max(cfg.num_group, cfg.group_size)} points to form "
+                             f"{cfg.num_group} patches of {cfg.group_size}, got {pts.shape[1]}")
+        if not torch.isfinite(pts).all():
+            raise ValueError("points contain NaN or Inf; clean them first (inference.preprocess)")
+        pts = pts.to(self.device, torch.float32)
+        features, centers, patch_index = self.net(pts)
+        return EncoderOutput(features, centers, patch_index)
