@@ -47,7 +47,8 @@ class PatchAlignModel:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.net.temp())
+        with torch.no_grad():
+            return float(self.net.temp())
 
     @property
     def model_id(self) -> str:

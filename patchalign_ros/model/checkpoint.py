@@ -118,19 +118,23 @@ def load_network(path: str | os.PathLike, device: str = "cpu") -> PatchAlignNet:
         state, args = _read_official(weights)
         base = _config_from_official_args(args)
     elif weights.suffix == ".safetensors":
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         try:
             state = load_file(str(weights), device="cpu")
+            with safe_open(str(weights), framework="pt") as fh:
+                embedded = (fh.metadata() or {}).get("config")
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read checkpoint {weights}: {exc}") from None
+        # The JSON beside the weights wins (users edit it); else the copy saved inside them.
+        source, text = (config_path, config_path.read_text()) if config_path else ("metadata", embedded)
         base = ModelConfig()
-        if config_path is not None:
+        if text:
             try:
-                base = ModelConfig.from_dict(json.loads(config_path.read_text()))
+                base = ModelConfig.from_dict(json.loads(text))
             except (ValueError, TypeError) as exc:
-                raise CheckpointError(f"bad model config {config_path}: {exc}") from None
+                raise CheckpointError(f"bad model config ({source}) of {weights}: {exc}") from None
     else:
         raise CheckpointError(f"unknown checkpoint format {weights.suffix!r} ({weights}); "
                               "expected .safetensors (+ .json) or an official .pt")
@@ -157,8 +161,11 @@ def save_network(net: PatchAlignNet, path: str | os.PathLike) -> Path:
 def save_official(net: PatchAlignNet, path: str | os.PathLike, args: dict | None = None) -> Path:
     """Write the official release layout (used to test loading it; also handy for export)."""
     state = net.state_dict()
-    out = {"epoch": 0, "args": argparse.Namespace(**(args or {
-        "num_group": net.cfg.num_group, "group_size": net.cfg.group_size, "npoints": net.cfg.num_points}))}
+    args = dict(args or {"num_group": net.cfg.num_group, "group_size": net.cfg.group_size,
+                         "npoints": net.cfg.num_points})
+    if net.cfg.num_heads != 6:  # the release's args omit heads (always 6); record others
+        args["num_heads"] = net.cfg.num_heads
+    out = {"epoch": 0, "args": argparse.Namespace(**args)}
     for part in ("model", "proj", "temp"):
         out[part] = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
     torch.save(out, str(path))

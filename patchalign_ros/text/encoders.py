@@ -69,7 +69,8 @@ class SentenceTransformerEncoder(TextEncoder):
         except Exception as exc:  # library errors vary (OSError, ValueError, json errors)
             raise TextEncoderError(f"cannot load sentence-transformers model {path}: {exc}") from None
         self.name = f"sentence-transformers:{path.name}"
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dim_of())
         weights = next((p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.exists()), path)
         self._key = f"st:{_file_fingerprint(weights)}"
         self._lock = threading.Lock()

@@ -1,0 +1,132 @@
+"""Command line: ``python -m patchalign_ros <command> ...``.
+
+Expected failures (bad input, missing model, unknown query) print one ``error:`` line and
+exit with status 2; nothing dumps a traceback unless PATCHALIGN_DEBUG=1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _parse_queries(text: str) -> list[str]:
+    return [q.strip() for q in text.split(",")] if text is not None else []
+
+
+def cmd_segment(args) -> int:
+
+    from .inference.pipeline import InferenceConfig, PartFinder
+    from .pointcloud_io import read_point_cloud
+    from .text import validate_queries
+
+    queries = validate_queries(_parse_queries(args.queries))  # fail fast, before loading models
+    points, shape = read_point_cloud(args.input)
+    scene = args.scene if args.scene is not None else shape is not None
+    config = InferenceConfig(label_mode=args.label_mode, sampling=args.sampling)
+    if args.threshold is not None:
+        config.score_threshold = args.threshold
+    finder = PartFinder.load(args.checkpoint, text_encoder=args.text_encoder, device=args.device, config=config)
+    cloud = points.reshape(shape[0], shape[1], 3) if shape else points
+    if args.name_all:
+        result = finder.name_parts(cloud, queries, scene=scene)
+    else:
+        result = finder.find_parts(cloud, queries, scene=scene,
+                                   keypoints=not args.no_keypoints)
+    out = result.to_dict()
+    out["input"] = str(args.input)
+    out["mode"] = "scene" if scene else "object"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out) + "\n")
+    labels = result.point_label_array()
+    if args.png:
+        from .visualize import save_png
+
+        kps = [(k.label, k.position) for o in result.objects for k in o.keypoints]
+        save_png(args.png, points, labels, list(result.queries), title=f"{Path(args.input).name}", keypoints=kps,
+                 up=result.up)
+    if args.ply:
+        from .visualize import save_labeled_ply
+
+        save_labeled_ply(args.ply, points, labels, len(result.queries))
+    n_parts = sum(len(o.parts) for o in result.objects)
+    summary = ", ".join(f"{p.label} {p.score:.2f} ({len(p.point_indices)} pts, obj {o.id})"
+                        for o in result.objects for p in o.parts) or "no parts above threshold"
+    print(f"{len(result.objects)} object(s), {n_parts} part(s): {summary}; "
+          f"{result.timing_ms['total']:.0f} ms -> {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(out_dir=Path(args.out_dir), checkpoint=args.checkpoint, queries=_parse_queries(args.queries))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m patchalign_ros",
+                                     description="Find object parts by name in point clouds (PatchAlign3D).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="label the parts named by --queries in a point cloud file")
+    seg.add_argument("input", help=".pcd (incl. binary_compressed, organized), .ply, .npy or .npz")
+    seg.add_argument("--queries", required=True, help='comma-separated part names, e.g. "handle,body"')
+    seg.add_argument("--checkpoint", help="model weights (.safetensors + .json, or an official .pt); "
+                                          "default: the bundled model")
+    seg.add_argument("--text-encoder", help="minilm | sentence-transformers:DIR | openclip:MODEL@CKPT "
+                                            "(default: the model's own)")
+    mode = seg.add_mutually_exclusive_group()
+    mode.add_argument("--scene", dest="scene", action="store_true", default=None,
+                      help="split the scene into objects first (default for organized clouds)")
+    mode.add_argument("--object", dest="scene", action="store_false", help="the whole cloud is one object")
+    seg.add_argument("--name-all", action="store_true",
+                     help="treat --queries as a vocabulary and label every point (or 'unknown')")
+    seg.add_argument("--threshold", type=float, help="minimum part probability (default 0.5)")
+    seg.add_argument("--label-mode", choices=["nearest", "membership"], default="nearest")
+    seg.add_argument("--sampling", choices=["fps", "random"], default="fps")
+    seg.add_argument("--no-keypoints", action="store_true")
+    seg.add_argument("--device", default="cpu")
+    seg.add_argument("--out", required=True, help="result JSON")
+    seg.add_argument("--png", help="picture of the labelled points with a legend")
+    seg.add_argument("--ply", help="labelled points coloured by part")
+    seg.set_defaults(func=cmd_segment)
+
+    demo = sub.add_parser("demo", help="a generated tabletop scene, end to end")
+    demo.add_argument("--out-dir", default="demo_output")
+    demo.add_argument("--checkpoint")
+    demo.add_argument("--queries", default="handle,body")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .inference.preprocess import InputError
+    from .model import CheckpointError
+    from .pointcloud_io import PointCloudReadError
+    from .text import TextEncoderError
+
+    expected = (InputError, PointCloudReadError, CheckpointError, TextEncoderError, UsageError, ValueError,
+                OSError)
+    try:
+        return args.func(args)
+    except expected as exc:
+        if os.environ.get("PATCHALIGN_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: still one line, with how to see more
+        if os.environ.get("PATCHALIGN_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set PATCHALIGN_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1

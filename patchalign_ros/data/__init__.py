@@ -1,0 +1,1 @@
+"""Procedural part-labelled shapes and simulated depth captures."""

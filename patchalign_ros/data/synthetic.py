@@ -1,0 +1,194 @@
+"""Part-labelled objects built from mesh primitives, and tabletop scenes seen by a simulated
+pinhole depth camera (open3d RaycastingScene), as organized clouds with NaN for no return.
+
+Shapes are z-up, metres, resting on z = 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class LabeledMesh:
+    category: str
+    parts: list  # list of (part name, open3d.geometry.TriangleMesh)
+
+    @property
+    def part_names(self) -> list:
+        return list(dict.fromkeys(name for name, _ in self.parts))
+
+
+def _o3d():
+    import open3d as o3d
+
+    return o3d
+
+
+def mug(rng: np.random.Generator) -> LabeledMesh:
+    o3d = _o3d()
+    r, h = rng.uniform(0.035, 0.05), rng.uniform(0.08, 0.12)
+    body = o3d.geometry.TriangleMesh.create_cylinder(radius=r, height=h, resolution=48, split=4)
+    body.translate((0, 0, h / 2))
+    ring = rng.uniform(0.022, 0.032)
+    handle = o3d.geometry.TriangleMesh.create_torus(torus_radius=ring, tube_radius=0.007,
+                                                    radial_resolution=32, tubular_resolution=12)
+    handle.rotate(handle.get_rotation_matrix_from_xyz((np.pi / 2, 0, 0)), center=(0, 0, 0))
+    handle.translate((r + ring * 0.6, 0, h * 0.55))
+    return LabeledMesh("mug", [("body", body), ("handle", handle)])
+
+
+def bottle(rng: np.random.Generator) -> LabeledMesh:
+    o3d = _o3d()
+    r, h = rng.uniform(0.03, 0.045), rng.uniform(0.15, 0.22)
+    body = o3d.geometry.TriangleMesh.create_cylinder(radius=r, height=h, resolution=48, split=6)
+    body.translate((0, 0, h / 2))
+    cap_r, cap_h = r * 0.45, rng.uniform(0.02, 0.03)
+    cap = o3d.geometry.TriangleMesh.create_cylinder(radius=cap_r, height=cap_h, resolution=32)
+    cap.translate((0, 0, h + cap_h / 2))
+    return LabeledMesh("bottle", [("body", body), ("cap", cap)])
+
+
+def box_with_lid(rng: np.random.Generator) -> LabeledMesh:
+    o3d = _o3d()
+    w, d, h = rng.uniform(0.08, 0.16), rng.uniform(0.06, 0.12), rng.uniform(0.05, 0.1)
+    body = o3d.geometry.TriangleMesh.create_box(w, d, h)
+    body.translate((-w / 2, -d / 2, 0))
+    lid = o3d.geometry.TriangleMesh.create_box(w * 1.04, d * 1.04, 0.015)
+    lid.translate((-w * 0.52, -d * 0.52, h))
+    return LabeledMesh("box", [("body", body), ("lid", lid)])
+
+
+def chair(rng: np.random.Generator) -> LabeledMesh:
+    o3d = _o3d()
+    s, leg_h = rng.uniform(0.35, 0.45), rng.uniform(0.38, 0.46)
+    parts = []
+    for x in (-1, 1):
+        for y in (-1, 1):
+            leg = o3d.geometry.TriangleMesh.create_box(0.03, 0.03, leg_h)
+            leg.translate((x * (s / 2 - 0.03) - 0.015, y * (s / 2 - 0.03) - 0.015, 0))
+            parts.append(("leg", leg))
+    seat = o3d.geometry.TriangleMesh.create_box(s, s, 0.04)
+    seat.translate((-s / 2, -s / 2, leg_h))
+    back = o3d.geometry.TriangleMesh.create_box(s, 0.03, rng.uniform(0.3, 0.45))
+    back.translate((-s / 2, s / 2 - 0.03, leg_h + 0.04))
+    return LabeledMesh("chair", parts + [("seat", seat), ("back", back)])
+
+
+CATEGORIES = {"mug": mug, "bottle": bottle, "box": box_with_lid, "chair": chair}
+
+
+def sample_surface(shape: LabeledMesh, n: int, rng: np.random.Generator):
+    """(points (n, 3), part label index per point into shape.part_names), area-weighted."""
+    names = shape.part_names
+    areas = np.array([mesh.get_surface_area() for _, mesh in shape.parts])
+    counts = rng.multinomial(n, areas / areas.sum())
+    pts, labels = [], []
+    for (name, mesh), c in zip(shape.parts, counts):
+        if c == 0:
+            continue
+        v, t = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+        tri_area = 0.5 * np.linalg.norm(np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]]), axis=1)
+        tri = rng.choice(len(t), c, p=tri_area / tri_area.sum())
+        a, b = rng.random((2, c, 1))
+        flip = (a + b) > 1
+        a, b = np.where(flip, 1 - a, a), np.where(flip, 1 - b, b)
+        p = v[t[tri, 0]] + a * (v[t[tri, 1]] - v[t[tri, 0]]) + b * (v[t[tri, 2]] - v[t[tri, 0]])
+        pts.append(p)
+        labels.append(np.full(c, names.index(name)))
+    return np.concatenate(pts), np.concatenate(labels)
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """4x4 camera-to-world pose of an optical-frame camera (z forward, x right, y down)."""
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, up)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    pose = np.eye(4)
+    pose[:3, :3] = np.stack([x, y, z], axis=1)
+    pose[:3, 3] = eye
+    return pose
+
+
+@dataclass
+class DepthCapture:
+    points: np.ndarray        # (H, W, 3) in the camera optical frame, NaN where no return
+    object_ids: np.ndarray    # (H, W) object index, -1 table, -2 nothing
+    part_labels: np.ndarray   # (H, W) "object:part" index into part_names, -1 none
+    part_names: list
+    camera_pose: np.ndarray   # camera-to-world
+
+
+def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box"), width: int = 640,
+                   height: int = 480, noise: float = 0.001) -> DepthCapture:
+    """Objects standing apart on a table, captured by a depth camera looking down at them."""
+    o3d = _o3d()
+    scene = o3d.t.geometry.RaycastingScene()
+    table = o3d.geometry.TriangleMesh.create_box(1.2, 0.9, 0.02)
+    table.translate((-0.6, -0.45, -0.02))
+    geom_ids = {scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(table)): (-1, -1)}
+    part_names = []
+    spacing = 0.22
+    for i, cat in enumerate(categories):
+        shape = CATEGORIES[cat](rng)
+        offset = np.array([(i - (len(categories) - 1) / 2) * spacing, rng.uniform(-0.05, 0.05), 0.0])
+        yaw = rng.uniform(0, 2 * np.pi)
+        for name, mesh in shape.parts:
+            m = o3d.geometry.TriangleMesh(mesh)
+            m.rotate(m.get_rotation_matrix_from_xyz((0, 0, yaw)), center=(0, 0, 0))
+            m.translate(offset)
+            key = f"{cat}:{name}"
+            if key not in part_names:
+                part_names.append(key)
+            geom_ids[scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(m))] = (i, part_names.index(key))
+    pose = look_at(eye=(0.0, -0.55, 0.45), target=(0.0, 0.0, 0.05))
+    fx = fy = 525.0 * width / 640
+    intrinsic = np.array([[fx, 0, width / 2 - 0.5], [0, fy, height / 2 - 0.5], [0, 0, 1]])
+    extrinsic = np.linalg.inv(pose)
+    rays = scene.create_rays_pinhole(o3d.core.Tensor(intrinsic), o3d.core.Tensor(extrinsic), width, height)
+    hit = scene.cast_rays(rays)
+    t = hit["t_hit"].numpy()
+    geom = hit["geometry_ids"].numpy()
+    r = rays.numpy()
+    with np.errstate(invalid="ignore"):  # inf t (no hit) times a zero ray component
+        world = r[..., :3] + r[..., 3:] * t[..., None]
+        cam = (world - pose[:3, 3]) @ pose[:3, :3]  # world -> optical frame
+    # Depth noise grows with range; grazing-angle returns drop out as on real sensors.
+    normals = hit["primitive_normals"].numpy()
+    view = -r[..., 3:] / np.linalg.norm(r[..., 3:], axis=-1, keepdims=True)
+    grazing = np.abs((normals * view).sum(-1)) < 0.12
+    cam = cam + rng.normal(0, noise, cam.shape) * (cam[..., 2:3] ** 2)
+    valid = np.isfinite(t) & ~grazing
+    cam[~valid] = np.nan
+    obj = np.full(geom.shape, -2)
+    part = np.full(geom.shape, -1)
+    for gid, (o, p) in geom_ids.items():
+        m = (geom == gid) & valid
+        obj[m], part[m] = o, p
+    return DepthCapture(cam.astype(np.float32), obj, part, part_names, pose)
+
+
+def write_pcd(path, points: np.ndarray, binary_compressed: bool = True) -> None:
+    """Write an organized (H, W, 3) or (N, 3) cloud as PCD, NaN kept (open3d's writer)."""
+    o3d = _o3d()
+    pts = points.reshape(-1, 3).astype(np.float64)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=False, compressed=binary_compressed):
+        raise OSError(f"could not write {path}")
+    if points.ndim == 3:  # open3d writes WIDTH=N HEIGHT=1; make it organized
+        _set_pcd_size(path, points.shape[1], points.shape[0])
+
+
+def _set_pcd_size(path, width: int, height: int) -> None:
+    data = open(path, "rb").read()
+    end = data.index(b"DATA")
+    end = data.index(b"\n", end) + 1
+    lines = data[:end].decode("ascii").splitlines()
+    out = [f"WIDTH {width}" if ln.startswith("WIDTH") else f"HEIGHT {height}" if ln.startswith("HEIGHT") else ln
+           for ln in lines]
+    with open(path, "wb") as fh:
+        fh.write(("\n".join(out) + "\n").encode("ascii") + data[end:])

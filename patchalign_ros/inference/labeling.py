@@ -1,0 +1,99 @@
+"""Patch scores -> point scores -> part segments, with boxes and approach directions."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free
+
+
+def patch_logits(patch_features: np.ndarray, text: np.ndarray, scale: float, bias: float = 0.0) -> np.ndarray:
+    """(G, Q) calibrated logits: scale * cosine + bias (both inputs unit length)."""
+    return scale * (patch_features @ text.T) + bias
+
+
+def point_patch_values(points_model: np.ndarray, centers: np.ndarray, patch_values: np.ndarray,
+                       mode: str = "nearest", sample_index: np.ndarray | None = None,
+                       patch_index: np.ndarray | None = None) -> np.ndarray:
+    """Per-point values (M, Q) from per-patch values (G, Q).
+
+    ``nearest``: each point takes its nearest patch centre's values (the official default).
+    ``membership``: a sampled point averages the patches whose k-group holds it; every other
+    point takes the value of its nearest sampled point.
+    """
+    if mode == "nearest":
+        _, nearest = cKDTree(centers).query(points_model, k=1)
+        return patch_values[nearest]
+    if mode != "membership":
+        raise ValueError(f"unknown labelling mode {mode!r} (nearest or membership)")
+    if sample_index is None or patch_index is None:
+        raise ValueError("membership labelling needs sample_index and patch_index")
+    n_sampled = len(sample_index)
+    sums = np.zeros((n_sampled, patch_values.shape[1]))
+    counts = np.zeros(n_sampled)
+    groups = np.repeat(np.arange(len(patch_index)), patch_index.shape[1])
+    np.add.at(sums, patch_index.reshape(-1), patch_values[groups])
+    np.add.at(counts, patch_index.reshape(-1), 1.0)
+    sampled_points = points_model[sample_index] if len(points_model) != n_sampled else points_model
+    uncovered = counts == 0
+    if uncovered.any():  # points no group reached take their nearest centre
+        _, near = cKDTree(centers).query(sampled_points[uncovered], k=1)
+        sums[uncovered], counts[uncovered] = patch_values[near], 1.0
+    per_sample = sums / counts[:, None]
+    _, nearest_sample = cKDTree(sampled_points).query(points_model, k=1)
+    return per_sample[nearest_sample]
+
+
+def assign_labels(point_probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Label per point: argmax query, or -1 where its probability is below ``threshold``."""
+    best = point_probs.argmax(axis=1)
+    best_prob = point_probs[np.arange(len(best)), best]
+    return np.where(best_prob >= threshold, best, -1)
+
+
+def oriented_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PCA box: (centre (3,), quaternion xyzw (4,), full extents (3,)), axes sorted by extent."""
+    if len(points) < 3:
+        center = points.mean(axis=0)
+        return center, np.array([0.0, 0.0, 0.0, 1.0]), np.ptp(points, axis=0) if len(points) else np.zeros(3)
+    mean = points.mean(axis=0)
+    _, vecs = np.linalg.eigh(np.cov((points - mean).T))
+    axes = vecs[:, ::-1].copy()  # largest variance first
+    if np.linalg.det(axes) < 0:
+        axes[:, 2] *= -1  # keep it a rotation
+    local = (points - mean) @ axes
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    center = mean + axes @ ((lo + hi) / 2)
+    return center, Rotation.from_matrix(axes).as_quat(), hi - lo
+
+
+def approach_direction(part_centroid: np.ndarray, object_centroid: np.ndarray, up: np.ndarray | None) -> np.ndarray:
+    """Unit vector from the gripper towards the part: from outside the object, through the
+    part, towards the object's centre; a part on top (a lid) is approached from above."""
+    outward = part_centroid - object_centroid
+    norm = np.linalg.norm(outward)
+    if up is not None:
+        up = up / np.linalg.norm(up)
+        if norm < 1e-6 or np.dot(outward, up) > 0.7 * norm:
+            return -up
+    if norm < 1e-6:
+        return np.zeros(3)
+    return -outward / norm
+
+
+def surface_normal(points: np.ndarray, at: np.ndarray, object_centroid: np.ndarray, k: int = 16) -> np.ndarray:
+    """PCA normal of the ``k`` points nearest ``at``, oriented away from the object centre."""
+    if len(points) < 3:
+        return np.zeros(3)
+    _, idx = cKDTree(points).query(at, k=min(k, len(points)))
+    nb = points[np.atleast_1d(idx)]
+    if len(nb) < 3:
+        return np.zeros(3)
+    _, vecs = np.linalg.eigh(np.cov((nb - nb.mean(axis=0)).T))
+    normal = vecs[:, 0]
+    if np.dot(normal, at - object_centroid) < 0:
+        normal = -normal
+    return normal

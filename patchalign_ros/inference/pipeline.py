@@ -1,0 +1,368 @@
+"""Point cloud + part names -> named part segments and keypoints (the library's main entry).
+
+    finder = PartFinder.load()                      # bundled default model + its text encoder
+    result = finder.find_parts(points, ["handle"], scene=True)
+    result.to_dict()                                # the CLI's JSON
+
+Indices in results always refer to the caller's points in their order (organized input:
+row-major), and invalid points (NaN/Inf) are never labelled.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..model import CheckpointError, PatchAlignModel
+from ..text import PromptEmbedder, check_dimensions, load_text_encoder, validate_queries
+from . import labeling
+from .keypoints import FewShotKeypoints, cluster_keypoints, features_at
+from .preprocess import InputError, PreparedObject, as_point_array, prepare_object, valid_indices
+from .scene import SceneConfig, SceneSegmenter
+
+DEFAULT_MODEL_NAME = "default"
+UNKNOWN_LABEL = "unknown"
+
+
+def model_dirs() -> list[Path]:
+    """Where bundled models are looked for: $PATCHALIGN_MODEL_DIR, the source tree's models/,
+    the installed share/patchalign_ros/models."""
+    dirs = []
+    if os.environ.get("PATCHALIGN_MODEL_DIR"):
+        dirs.append(Path(os.environ["PATCHALIGN_MODEL_DIR"]))
+    dirs.append(Path(__file__).resolve().parents[2] / "models")
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory("patchalign_ros")) / "models")
+    except Exception:  # no ament index (pip install of the core) or package not installed
+        pass
+    import sys
+
+    dirs.append(Path(sys.prefix) / "share" / "patchalign_ros" / "models")
+    return dirs
+
+
+def default_checkpoint() -> Path:
+    for d in model_dirs():
+        candidate = d / f"{DEFAULT_MODEL_NAME}.safetensors"
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(
+        "no bundled default model found (looked for default.safetensors in "
+        + ", ".join(str(d) for d in model_dirs())
+        + "); pass --checkpoint PATH, or train one with `python -m patchalign_ros train`")
+
+
+@dataclass
+class InferenceConfig:
+    sampling: str = "fps"            # fps | random
+    label_mode: str = "nearest"      # nearest | membership
+    score_threshold: float = 0.5     # part probability below this -> background
+    min_part_points: int = 5
+    keypoint_threshold: float = 0.6
+    keypoint_eps: float = 0.08       # clustering radius as a fraction of the object's diagonal
+    keypoint_min_weight: float = 3.0
+    max_keypoints: int = 8
+    unknown_threshold: float = 0.5   # name-every-part mode: below this a point is "unknown"
+    min_points: int = 32             # fewer valid points than this is an input error
+    seed: int = 0
+    scene: SceneConfig = field(default_factory=SceneConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "InferenceConfig":
+        data = dict(data or {})
+        scene = SceneConfig.from_dict(data.pop("scene", None))
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown inference settings: {', '.join(unknown)}")
+        return cls(scene=scene, **data)
+
+
+@dataclass
+class Part:
+    label: str
+    score: float
+    point_indices: np.ndarray
+    centroid: np.ndarray
+    box_center: np.ndarray
+    box_orientation: np.ndarray  # quaternion x, y, z, w
+    box_size: np.ndarray
+    approach: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "score": round(float(self.score), 6),
+                "point_indices": self.point_indices.tolist(), "centroid": _vec(self.centroid),
+                "box": {"center": _vec(self.box_center), "orientation_xyzw": _vec(self.box_orientation),
+                        "size": _vec(self.box_size)},
+                "approach": _vec(self.approach)}
+
+
+@dataclass
+class Keypoint:
+    label: str
+    score: float
+    position: np.ndarray
+    normal: np.ndarray
+    approach: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "score": round(float(self.score), 6), "position": _vec(self.position),
+                "normal": _vec(self.normal), "approach": _vec(self.approach)}
+
+
+@dataclass
+class ObjectResult:
+    id: int
+    point_indices: np.ndarray
+    centroid: np.ndarray
+    parts: list = field(default_factory=list)
+    keypoints: list = field(default_factory=list)
+    point_labels: np.ndarray | None = None  # per point of point_indices: index into queries, -1 none
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "point_indices": self.point_indices.tolist(), "centroid": _vec(self.centroid),
+                "parts": [p.to_dict() for p in self.parts], "keypoints": [k.to_dict() for k in self.keypoints]}
+
+
+@dataclass
+class SegmentationResult:
+    num_points: int
+    num_valid_points: int
+    queries: list
+    objects: list
+    timing_ms: dict
+    organized_shape: tuple | None = None
+    up: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        out = {"num_points": self.num_points, "num_valid_points": self.num_valid_points,
+               "queries": list(self.queries), "objects": [o.to_dict() for o in self.objects],
+               "timing_ms": {k: round(v, 3) for k, v in self.timing_ms.items()}}
+        if self.organized_shape:
+            out["organized_shape"] = list(self.organized_shape)
+        return out
+
+    def point_label_array(self) -> np.ndarray:
+        """Label per input point: index into ``queries``, -1 for background/invalid."""
+        labels = np.full(self.num_points, -1, dtype=np.int64)
+        for obj in self.objects:
+            if obj.point_labels is not None:
+                labels[obj.point_indices] = obj.point_labels
+        return labels
+
+
+def _vec(v) -> list:
+    return [round(float(x), 6) for x in np.asarray(v).reshape(-1)]
+
+
+class _Timer:
+    def __init__(self):
+        self.ms: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+        self._last = self._t0
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.ms[name] = self.ms.get(name, 0.0) + (now - self._last) * 1e3
+        self._last = now
+
+    def done(self) -> dict:
+        self.ms["total"] = (time.perf_counter() - self._t0) * 1e3
+        return self.ms
+
+
+class PartFinder:
+    """A loaded model, its text encoder and the inference settings."""
+
+    def __init__(self, model: PatchAlignModel, embedder: PromptEmbedder, config: InferenceConfig | None = None):
+        check_dimensions(embedder.dim, model.config.text_dim, embedder.encoder.name)
+        self.model = model
+        self.embedder = embedder
+        self.config = config or InferenceConfig()
+        self.segmenter = SceneSegmenter(self.config.scene)
+
+    @classmethod
+    def load(cls, checkpoint=None, text_encoder: str | None = None, device: str = "cpu",
+             config: InferenceConfig | None = None, cache_dir="default") -> "PartFinder":
+        model = PatchAlignModel.from_checkpoint(checkpoint or default_checkpoint(), device=device)
+        encoder = load_text_encoder(text_encoder or model.config.text_encoder, device=device)
+        return cls(model, PromptEmbedder(encoder, cache_dir=cache_dir), config)
+
+    # -- stages ---------------------------------------------------------------------------
+    def _valid_points(self, points):
+        xyz, shape = as_point_array(points)
+        valid = valid_indices(xyz)
+        if len(valid) == 0:
+            raise InputError(f"no valid points: all {len(xyz)} points are NaN or Inf")
+        if len(valid) < self.config.min_points:
+            raise InputError(f"too few valid points ({len(valid)}); need at least {self.config.min_points}")
+        return xyz, shape, valid
+
+    def _objects(self, xyz, valid, scene: bool, up, sensor_origin):
+        if not scene:
+            return [valid], (None if up is None else np.asarray(up, dtype=np.float64))
+        seg = self.segmenter.segment(xyz[valid], sensor_origin=sensor_origin)
+        return [valid[o] for o in seg.objects], seg.up if up is None else np.asarray(up, dtype=np.float64)
+
+    def prepare_objects(self, xyz: np.ndarray, objects: list, up=None) -> list:
+        cfg = self.model.config
+        rng = np.random.default_rng(self.config.seed)
+        return [prepare_object(xyz[idx], cfg.num_points, cfg.axis_permutation, up=up,
+                               method=self.config.sampling, rng=rng) for idx in objects]
+
+    def encode_prepared(self, prepared: list):
+        """One encoder call for all objects of a frame; numpy (features, centers, patch_index)."""
+        if not prepared:
+            return None
+        out = self.model.encode(np.stack([p.model_points for p in prepared]))
+        return (out.patch_features.cpu().numpy().astype(np.float64),
+                out.centers.cpu().numpy().astype(np.float64), out.patch_index.cpu().numpy())
+
+    def encode_objects(self, xyz: np.ndarray, objects: list, up=None):
+        prepared = self.prepare_objects(xyz, objects, up)
+        return prepared, self.encode_prepared(prepared)
+
+    @staticmethod
+    def to_model_frame(prepared: PreparedObject, points: np.ndarray) -> np.ndarray:
+        return ((points @ prepared.rotation.T) - prepared.center @ prepared.rotation.T) / prepared.scale
+
+    def _object_probs(self, xyz, idx, prepared, feats, centers, patch_index, text):
+        logits = labeling.patch_logits(feats, text, self.model.logit_scale, self.model.config.logit_bias)
+        probs_patch = labeling.sigmoid(logits)
+        pts_model = self.to_model_frame(prepared, xyz[idx])
+        if self.config.label_mode == "membership":
+            # sample_index addresses the object's points; patch_index addresses the samples.
+            return labeling.point_patch_values(pts_model, centers, probs_patch, "membership",
+                                               prepared.sample_index, patch_index)
+        return labeling.point_patch_values(pts_model, centers, probs_patch, "nearest")
+
+    # -- public API -----------------------------------------------------------------------
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        return self.embedder.embed(queries)
+
+    def find_parts(self, points, queries, scene: bool = False, keypoints: bool = True, up=None,
+                   sensor_origin=(0.0, 0.0, 0.0), min_score: float | None = None,
+                   few_shot: FewShotKeypoints | None = None) -> SegmentationResult:
+        queries = validate_queries(queries)
+        threshold = self.config.score_threshold if min_score is None else float(min_score)
+        timer = _Timer()
+        xyz, shape, valid = self._valid_points(points)
+        timer.lap("preprocess")
+        text = self.embed_queries(queries)
+        timer.lap("text")
+        objects, up = self._objects(xyz, valid, scene, up, sensor_origin)
+        timer.lap("scene")
+        prepared = self.prepare_objects(xyz, objects, up)
+        timer.lap("preprocess")
+        feats_all, centers_all, pidx_all = self.encode_prepared(prepared) or (None, None, None)
+        timer.lap("encoder")
+        results = []
+        for obj_id, (idx, prep) in enumerate(zip(objects, prepared)):
+            probs = self._object_probs(xyz, idx, prep, feats_all[obj_id], centers_all[obj_id], pidx_all[obj_id], text)
+            results.append(self._build_object(obj_id, xyz, idx, probs, queries, threshold, up, keypoints))
+            if few_shot is not None:
+                results[-1].keypoints += self._few_shot_keypoints(few_shot, xyz, idx, prep, feats_all[obj_id],
+                                                                  centers_all[obj_id], obj_id, up)
+        timer.lap("postprocess")
+        return SegmentationResult(len(xyz), len(valid), queries, results, timer.done(), shape, up)
+
+    def name_parts(self, points, vocabulary, scene: bool = False, up=None,
+                   sensor_origin=(0.0, 0.0, 0.0)) -> SegmentationResult:
+        """Label every point with one vocabulary entry (or "unknown") and a confidence."""
+        vocabulary = validate_queries(vocabulary)
+        timer = _Timer()
+        xyz, shape, valid = self._valid_points(points)
+        text = self.embed_queries(vocabulary)
+        timer.lap("text")
+        objects, up = self._objects(xyz, valid, scene, up, sensor_origin)
+        timer.lap("scene")
+        prepared = self.prepare_objects(xyz, objects, up)
+        timer.lap("preprocess")
+        feats_all, centers_all, pidx_all = self.encode_prepared(prepared) or (None, None, None)
+        timer.lap("encoder")
+        labels_out = list(vocabulary) + [UNKNOWN_LABEL]
+        results = []
+        for obj_id, (idx, prep) in enumerate(zip(objects, prepared)):
+            probs = self._object_probs(xyz, idx, prep, feats_all[obj_id], centers_all[obj_id], pidx_all[obj_id], text)
+            best = probs.argmax(axis=1)
+            conf = probs[np.arange(len(best)), best]
+            best = np.where(conf >= self.config.unknown_threshold, best, len(vocabulary))
+            obj = ObjectResult(obj_id, idx, xyz[idx].mean(axis=0), point_labels=np.where(best < len(vocabulary), best, -1))
+            for lab in np.unique(best):
+                members = best == lab
+                if members.sum() < self.config.min_part_points:
+                    continue
+                obj.parts.append(self._make_part(labels_out[lab], float(conf[members].mean()), idx[members],
+                                                 xyz[idx[members]], obj.centroid, up))
+            obj.parts.sort(key=lambda p: -p.score)
+            results.append(obj)
+        timer.lap("postprocess")
+        return SegmentationResult(len(xyz), len(valid), labels_out, results, timer.done(), shape, up)
+
+    # -- result building ------------------------------------------------------------------
+    @staticmethod
+    def _make_part(label, score, indices, pts, object_centroid, up) -> Part:
+        centroid = pts.mean(axis=0)
+        center, quat, size = labeling.oriented_box(pts)
+        approach = labeling.approach_direction(centroid, object_centroid, up)
+        return Part(label, score, indices.astype(np.int64), centroid, center, quat, size, approach)
+
+    def _build_object(self, obj_id, xyz, idx, probs, queries, threshold, up, keypoints) -> ObjectResult:
+        pts = xyz[idx]
+        labels = labeling.assign_labels(probs, threshold)
+        obj = ObjectResult(obj_id, idx, pts.mean(axis=0), point_labels=labels)
+        diag = float(np.linalg.norm(np.ptp(pts, axis=0)))
+        for q, name in enumerate(queries):
+            members = labels == q
+            if members.sum() >= self.config.min_part_points:
+                obj.parts.append(self._make_part(name, float(probs[members, q].mean()), idx[members],
+                                                 pts[members], obj.centroid, up))
+            if keypoints:
+                obj.keypoints += self._keypoints_from_weights(name, pts, np.where(members, probs[:, q], 0.0),
+                                                              self.config.keypoint_threshold, diag, obj_id, obj.centroid, up)
+        return obj
+
+    def _keypoints_from_weights(self, label, pts, weights, threshold, diag, obj_id, centroid, up,
+                                refine=None) -> list:
+        """Cluster the votes into keypoints; ``refine(members) -> point index`` may pick the
+        position within each cluster (default: its weighted centre, snapped to a point)."""
+        cfg = self.config
+        found = cluster_keypoints(pts, weights, threshold, eps=max(cfg.keypoint_eps * diag, 1e-6),
+                                  min_weight=cfg.keypoint_min_weight, max_keypoints=cfg.max_keypoints)
+        out = []
+        for cand in found:
+            position = pts[refine(cand.members)] if refine is not None else cand.position
+            normal = labeling.surface_normal(pts, position, centroid)
+            approach = -normal if np.linalg.norm(normal) > 0 else labeling.approach_direction(position, centroid, up)
+            out.append(Keypoint(label, cand.score, position, normal, approach))
+        return out
+
+    def _few_shot_keypoints(self, few_shot, xyz, idx, prep, feats, centers, obj_id, up) -> list:
+        pts = xyz[idx]
+        pts_model = self.to_model_frame(prep, pts)
+        diag = float(np.linalg.norm(np.ptp(pts, axis=0)))
+        out = []
+        for label, sim in few_shot.similarity(feats).items():
+            weights = labeling.point_patch_values(pts_model, centers, FewShotKeypoints.similarity_to_weights(sim)[:, None])[:, 0]
+            examples = np.stack(few_shot.features[label])
+
+            def best_match(members, examples=examples):
+                # Patches vote for a region; the point whose interpolated feature matches an
+                # example best is the keypoint (finer than the patch spacing).
+                point_feats = features_at(pts_model[members], centers, feats)
+                return members[int(np.argmax((point_feats @ examples.T).max(axis=1)))]
+
+            out += self._keypoints_from_weights(label, pts, weights, 0.5, diag, obj_id, pts.mean(axis=0), up,
+                                                refine=best_match)
+        return out
+
+    def add_keypoint_example(self, few_shot: FewShotKeypoints, points, keypoints, labels, up=None) -> None:
+        """Encode an example shape and store its labelled keypoints (caller frame) for transfer."""
+        xyz, _, valid = self._valid_points(points)
+        prepared, (feats, centers, _) = self.encode_objects(xyz, [valid], up)
+        kp_model = self.to_model_frame(prepared[0], np.asarray(keypoints, dtype=np.float64).reshape(-1, 3))
+        few_shot.add_example(centers[0], feats[0], kp_model, list(labels))

@@ -1,0 +1,181 @@
+"""Inference: index bookkeeping, scene mode, labelling modes, keypoints, name-every-part."""
+import numpy as np
+import pytest
+
+from model_factory import random_net
+from patchalign_ros.data.synthetic import chair, sample_surface, tabletop_scene
+from patchalign_ros.inference import labeling
+from patchalign_ros.inference.keypoints import FewShotKeypoints, cluster_keypoints
+from patchalign_ros.inference.pipeline import UNKNOWN_LABEL, InferenceConfig, PartFinder
+from patchalign_ros.inference.preprocess import InputError, prepare_object, rotation_to_z
+from patchalign_ros.model import PatchAlignModel
+from patchalign_ros.text import PromptEmbedder
+
+
+@pytest.fixture(scope="module")
+def finder(minilm, tmp_path_factory):
+    model = PatchAlignModel(random_net(seed=21))
+    return PartFinder(model, PromptEmbedder(minilm, cache_dir=tmp_path_factory.mktemp("cache")),
+                      InferenceConfig(score_threshold=0.5))
+
+
+@pytest.fixture(scope="module")
+def small_scene():
+    return tabletop_scene(np.random.default_rng(3), width=200, height=150)
+
+
+def organized_with_nans(rng, h=40, w=50):
+    pts = rng.normal(size=(h, w, 3))
+    pts[rng.random((h, w)) < 0.3] = np.nan
+    pts[0, 0, 2] = np.inf
+    return pts
+
+
+def test_object_mode_indices_refer_to_valid_input_points(finder):
+    rng = np.random.default_rng(0)
+    pts = organized_with_nans(rng)
+    result = finder.find_parts(pts, ["handle", "body"], scene=False)
+    flat = pts.reshape(-1, 3)
+    valid = np.isfinite(flat).all(axis=1)
+    assert result.num_points == 2000 and result.num_valid_points == valid.sum()
+    assert result.organized_shape == (40, 50)
+    obj = result.objects[0]
+    assert set(obj.point_indices.tolist()) == set(np.flatnonzero(valid).tolist())
+    for part in obj.parts:
+        assert valid[part.point_indices].all()
+        assert part.label in ("handle", "body") and 0.0 <= part.score <= 1.0
+        assert len(np.intersect1d(part.point_indices, np.setdiff1d(obj.point_indices, part.point_indices))) == 0
+    labels = result.point_label_array()
+    assert (labels[~valid] == -1).all()
+    for q, name in enumerate(result.queries):  # the label array and the segments agree
+        seg = [p for p in obj.parts if p.label == name]
+        expected = set(seg[0].point_indices.tolist()) if seg else set()
+        if len(expected) >= finder.config.min_part_points:
+            assert set(np.flatnonzero(labels == q).tolist()) == expected
+    assert set(result.timing_ms) >= {"preprocess", "text", "scene", "encoder", "postprocess", "total"}
+
+
+def test_threshold_controls_background(finder):
+    pts = np.random.default_rng(1).normal(size=(1500, 3))
+    low = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
+    high = finder.find_parts(pts, ["lid"], min_score=1.01, keypoints=False)
+    assert len(low.objects[0].parts[0].point_indices) == 1500
+    assert high.objects[0].parts == [] and (high.point_label_array() == -1).all()
+
+
+def test_deterministic(finder):
+    pts = np.random.default_rng(2).normal(size=(3000, 3))
+    a = finder.find_parts(pts, ["handle"]).to_dict()
+    b = finder.find_parts(pts, ["handle"]).to_dict()
+    a.pop("timing_ms"), b.pop("timing_ms")
+    assert a == b
+
+
+def test_membership_labelling(finder):
+    finder.config.label_mode = "membership"
+    try:
+        pts = np.random.default_rng(4).normal(size=(5000, 3))
+        result = finder.find_parts(pts, ["handle", "seat"], min_score=0.0)
+    finally:
+        finder.config.label_mode = "nearest"
+    assert sum(len(p.point_indices) for p in result.objects[0].parts) == 5000
+
+
+def test_scene_mode_finds_each_object(finder, small_scene):
+    result = finder.find_parts(small_scene.points, ["handle", "cap", "lid"], scene=True)
+    assert len(result.objects) == 3
+    truth = small_scene.object_ids.reshape(-1)
+    found = set()
+    for obj in result.objects:
+        ids, counts = np.unique(truth[obj.point_indices], return_counts=True)
+        assert counts.max() / counts.sum() > 0.95  # each segment is one real object
+        found.add(int(ids[counts.argmax()]))
+    assert found == {0, 1, 2}
+    assert result.up is not None and result.up[1] < -0.5  # optical frame: up is -y
+
+
+@pytest.mark.parametrize("points, match", [
+    (np.zeros((0, 3)), "empty"),
+    (np.full((100, 3), np.nan), "no valid points"),
+    (np.ones((2, 3)), "too few valid points"),
+    (np.ones((100, 2)), r"\(N, 3\)"),
+    (np.ones((4, 4, 4, 3)), r"\(N, 3\)"),
+    (np.array([["a", "b", "c"]]), "numeric"),
+])
+def test_bad_inputs(finder, points, match):
+    with pytest.raises(InputError, match=match):
+        finder.find_parts(points, ["handle"])
+
+
+def test_bad_queries(finder):
+    pts = np.random.default_rng(0).normal(size=(100, 3))
+    with pytest.raises(ValueError, match="no part names"):
+        finder.find_parts(pts, [])
+    with pytest.raises(ValueError, match="empty after cleaning"):
+        finder.find_parts(pts, ["handle", "??"])
+
+
+def test_name_every_part_labels_each_point_once(finder):
+    pts = np.random.default_rng(5).normal(size=(2500, 3))
+    finder.config.unknown_threshold = 0.5
+    result = finder.name_parts(pts, ["handle", "body", "lid"])
+    obj = result.objects[0]
+    covered = np.concatenate([p.point_indices for p in obj.parts])
+    assert len(covered) == len(np.unique(covered))
+    assert {p.label for p in obj.parts} <= {"handle", "body", "lid", UNKNOWN_LABEL}
+    assert result.queries[-1] == UNKNOWN_LABEL
+    scores = [p.score for p in obj.parts if p.label != UNKNOWN_LABEL]
+    assert all(s >= 0.5 for s in scores)  # named parts are above the unknown threshold
+
+
+def test_keypoints_one_per_leg():
+    shape = chair(np.random.default_rng(0))
+    pts, lab = sample_surface(shape, 6000, np.random.default_rng(1))
+    leg = shape.part_names.index("leg")
+    weights = np.where(lab == leg, 0.9, 0.05)
+    diag = np.linalg.norm(np.ptp(pts, axis=0))
+    kps = cluster_keypoints(pts, weights, threshold=0.5, eps=0.08 * diag, min_weight=3)
+    assert len(kps) == 4
+    xy = np.array([k.position[:2] for k in kps])
+    assert len({(np.sign(x), np.sign(y)) for x, y in xy}) == 4  # one in each quadrant
+
+
+def test_few_shot_keypoint_transfer_to_same_shape(finder):
+    shape = chair(np.random.default_rng(0))
+    pts, _ = sample_surface(shape, 4000, np.random.default_rng(2))
+    target = pts[np.argmax(pts[:, 2])]  # top of the back rest
+    few = FewShotKeypoints()
+    finder.add_keypoint_example(few, pts, [target], ["back top"])
+    result = finder.find_parts(pts, ["seat"], keypoints=False, few_shot=few)
+    kps = [k for k in result.objects[0].keypoints if k.label == "back top"]
+    assert kps, "no transferred keypoint"
+    diag = np.linalg.norm(np.ptp(pts, axis=0))
+    assert min(np.linalg.norm(k.position - target) for k in kps) < 0.1 * diag
+
+
+def test_oriented_box_and_approach():
+    rng = np.random.default_rng(0)
+    local = rng.uniform(-0.5, 0.5, (4000, 3)) * [0.4, 0.2, 0.1]
+    rot = rotation_to_z(np.array([0.3, 0.4, 0.8]))
+    pts = local @ rot + [1, 2, 3]
+    center, quat, size = labeling.oriented_box(pts)
+    np.testing.assert_allclose(center, [1, 2, 3], atol=0.01)
+    np.testing.assert_allclose(size, [0.4, 0.2, 0.1], atol=0.01)
+    assert abs(np.linalg.norm(quat) - 1) < 1e-9
+    up = np.array([0, 0, 1.0])
+    np.testing.assert_allclose(labeling.approach_direction(np.array([0, 0, 1.0]), np.zeros(3), up), -up)
+    side = labeling.approach_direction(np.array([1.0, 0, 0.1]), np.zeros(3), up)
+    assert side[0] < -0.9
+
+
+def test_prepare_object_gravity_alignment_and_normalisation():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(3000, 3)) * [0.1, 0.1, 0.3]  # tall along z
+    up = np.array([0.0, -1.0, 0.0])  # the caller's up is -y (optical frame)
+    tilted = pts @ np.linalg.inv(rotation_to_z(up)).T
+    prep = prepare_object(tilted, 1024, up=up, rng=rng)
+    assert prep.model_points.shape == (1024, 3)
+    assert abs(np.linalg.norm(prep.model_points, axis=1).max() - 1) < 1e-6
+    assert np.ptp(prep.model_points[:, 2]) > 2 * np.ptp(prep.model_points[:, 0])  # tall again in z
+    few = prepare_object(tilted[:100], 1024, rng=rng)  # fewer points than asked: padded
+    assert few.model_points.shape == (1024, 3) and set(few.sample_index) == set(range(100))
