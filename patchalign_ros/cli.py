@@ -20,16 +20,37 @@ def _parse_queries(text: str) -> list[str]:
     return [q.strip() for q in text.split(",")] if text is not None else []
 
 
+def load_inference_config(path):
+    from .inference.pipeline import InferenceConfig
+
+    if not path:
+        return InferenceConfig()
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read config {path}: {exc}") from None
+    try:
+        return InferenceConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad config {path}: {exc}") from None
+
+
 def cmd_segment(args) -> int:
 
-    from .inference.pipeline import InferenceConfig, PartFinder
+    from .inference.pipeline import PartFinder
+    from .inference.preprocess import checked_cloud
     from .pointcloud_io import read_point_cloud
     from .text import validate_queries
 
     queries = validate_queries(_parse_queries(args.queries))  # fail fast, before loading models
     points, shape = read_point_cloud(args.input)
     scene = args.scene if args.scene is not None else shape is not None
-    config = InferenceConfig(label_mode=args.label_mode, sampling=args.sampling)
+    config = load_inference_config(args.config)
+    config.label_mode = args.label_mode or config.label_mode
+    config.sampling = args.sampling or config.sampling
+    checked_cloud(points, config.min_points)  # bad input fails before models load
     if args.threshold is not None:
         config.score_threshold = args.threshold
     finder = PartFinder.load(args.checkpoint, text_encoder=args.text_encoder, device=args.device, config=config)
@@ -88,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--name-all", action="store_true",
                      help="treat --queries as a vocabulary and label every point (or 'unknown')")
     seg.add_argument("--threshold", type=float, help="minimum part probability (default 0.5)")
-    seg.add_argument("--label-mode", choices=["nearest", "membership"], default="nearest")
-    seg.add_argument("--sampling", choices=["fps", "random"], default="fps")
+    seg.add_argument("--config", help="inference settings YAML (see config/inference.yaml)")
+    seg.add_argument("--label-mode", choices=["nearest", "membership"])
+    seg.add_argument("--sampling", choices=["fps", "random"])
     seg.add_argument("--no-keypoints", action="store_true")
     seg.add_argument("--device", default="cpu")
     seg.add_argument("--out", required=True, help="result JSON")

@@ -70,7 +70,7 @@ def save_png(path, points: np.ndarray, labels: np.ndarray, names: list, title: s
     handles.append(Patch(color=BACKGROUND, label="none"))
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6))
     if title:
-        fig.suptitle(title, y=0.02)
+        fig.suptitle(title, y=0.05)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

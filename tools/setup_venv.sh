@@ -61,6 +61,8 @@ deps() {
     log "creating $VENV with $python"
     "$python" -m venv "$VENV"
   fi
+  # A colcon workspace that holds this repo must not crawl the venv's share/*/package.xml.
+  touch "$VENV/COLCON_IGNORE"
   log "installing pinned Python packages (requirements.lock)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==26.3"
   # --no-deps: the lock file lists the whole closure, so nothing unpinned sneaks in.

@@ -20,7 +20,7 @@ from ..model import CheckpointError, PatchAlignModel
 from ..text import PromptEmbedder, check_dimensions, load_text_encoder, validate_queries
 from . import labeling
 from .keypoints import FewShotKeypoints, cluster_keypoints, features_at
-from .preprocess import InputError, PreparedObject, as_point_array, prepare_object, valid_indices
+from .preprocess import PreparedObject, checked_cloud, prepare_object
 from .scene import SceneConfig, SceneSegmenter
 
 DEFAULT_MODEL_NAME = "default"
@@ -194,13 +194,7 @@ class PartFinder:
 
     # -- stages ---------------------------------------------------------------------------
     def _valid_points(self, points):
-        xyz, shape = as_point_array(points)
-        valid = valid_indices(xyz)
-        if len(valid) == 0:
-            raise InputError(f"no valid points: all {len(xyz)} points are NaN or Inf")
-        if len(valid) < self.config.min_points:
-            raise InputError(f"too few valid points ({len(valid)}); need at least {self.config.min_points}")
-        return xyz, shape, valid
+        return checked_cloud(points, self.config.min_points)
 
     def _objects(self, xyz, valid, scene: bool, up, sensor_origin):
         if not scene:

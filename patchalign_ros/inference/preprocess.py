@@ -38,6 +38,17 @@ def valid_indices(points: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.isfinite(points).all(axis=1))
 
 
+def checked_cloud(points, min_points: int):
+    """(xyz (N, 3), organized shape or None, indices of valid points), or InputError."""
+    xyz, shape = as_point_array(points)
+    valid = valid_indices(xyz)
+    if len(valid) == 0:
+        raise InputError(f"no valid points: all {len(xyz)} points are NaN or Inf")
+    if len(valid) < min_points:
+        raise InputError(f"too few valid points ({len(valid)}); need at least {min_points}")
+    return xyz, shape, valid
+
+
 def normalize_unit_sphere(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Centre on the centroid and scale so the farthest point has radius 1."""
     center = points.mean(axis=0)
