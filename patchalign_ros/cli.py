@@ -56,10 +56,10 @@ def cmd_segment(args) -> int:
     finder = PartFinder.load(args.checkpoint, text_encoder=args.text_encoder, device=args.device, config=config)
     cloud = points.reshape(shape[0], shape[1], 3) if shape else points
     if args.name_all:
-        result = finder.name_parts(cloud, queries, scene=scene)
+        result = finder.name_parts(cloud, queries, scene=scene, category=args.category)
     else:
         result = finder.find_parts(cloud, queries, scene=scene,
-                                   keypoints=not args.no_keypoints)
+                                   keypoints=not args.no_keypoints, category=args.category)
     out = result.to_dict()
     out["input"] = str(args.input)
     out["mode"] = "scene" if scene else "object"
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--object", dest="scene", action="store_false", help="the whole cloud is one object")
     seg.add_argument("--name-all", action="store_true",
                      help="treat --queries as a vocabulary and label every point (or 'unknown')")
+    seg.add_argument("--category", help='object category for the prompts ("a handle of a mug")')
     seg.add_argument("--threshold", type=float, help="minimum part probability (default 0.5)")
     seg.add_argument("--config", help="inference settings YAML (see config/inference.yaml)")
     seg.add_argument("--label-mode", choices=["nearest", "membership"])

@@ -179,3 +179,12 @@ def test_prepare_object_gravity_alignment_and_normalisation():
     assert np.ptp(prep.model_points[:, 2]) > 2 * np.ptp(prep.model_points[:, 0])  # tall again in z
     few = prepare_object(tilted[:100], 1024, rng=rng)  # fewer points than asked: padded
     assert few.model_points.shape == (1024, 3) and set(few.sample_index) == set(range(100))
+
+
+def test_category_prompts_change_the_text_embedding(finder):
+    plain = finder.embed_queries(["handle"])
+    with_object = finder.embed_queries(["handle"], category="mug")
+    assert plain.shape == with_object.shape and float(plain[0] @ with_object[0]) < 0.999
+    pts = np.random.default_rng(6).normal(size=(800, 3))
+    result = finder.find_parts(pts, ["handle"], category="mug", keypoints=False)
+    assert result.queries == ["handle"]

@@ -66,7 +66,9 @@ deps() {
   log "installing pinned Python packages (requirements.lock)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==26.3"
   # --no-deps: the lock file lists the whole closure, so nothing unpinned sneaks in.
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+  # (this machine's pip config names local indexes that may be absent: hide those warnings)
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock \
+    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
   fix_ros_wheel_cmake_paths
   "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 1; }
 }

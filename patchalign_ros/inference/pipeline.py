@@ -175,6 +175,16 @@ class _Timer:
         return self.ms
 
 
+@dataclass
+class _ScoredFrame:
+    timer: _Timer
+    xyz: np.ndarray
+    shape: tuple | None
+    valid: np.ndarray
+    up: np.ndarray | None
+    objects: list  # (object id, point indices, PreparedObject, patch features, centers, point probs)
+
+
 class PartFinder:
     """A loaded model, its text encoder and the inference settings."""
 
@@ -235,53 +245,55 @@ class PartFinder:
         return labeling.point_patch_values(pts_model, centers, probs_patch, "nearest")
 
     # -- public API -----------------------------------------------------------------------
-    def embed_queries(self, queries: list[str]) -> np.ndarray:
-        return self.embedder.embed(queries)
+    def embed_queries(self, queries: list[str], category: str | None = None) -> np.ndarray:
+        """Prompt-ensembled text embeddings; with the object's category the official
+        "a {part} of a {object}" ensemble is used."""
+        return self.embedder.embed(queries, category)
+
+    def _score_objects(self, points, names: list, scene: bool, up, sensor_origin, category=None) -> "_ScoredFrame":
+        """The stages shared by every mode: validate, embed text, split the scene, encode all
+        objects in one batch, and score every object point against every name."""
+        timer = _Timer()
+        xyz, shape, valid = self._valid_points(points)
+        timer.lap("preprocess")
+        text = self.embed_queries(names, category)
+        timer.lap("text")
+        objects, up = self._objects(xyz, valid, scene, up, sensor_origin)
+        timer.lap("scene")
+        prepared = self.prepare_objects(xyz, objects, up)
+        timer.lap("preprocess")
+        feats, centers, patch_index = self.encode_prepared(prepared) or (None, None, None)
+        timer.lap("encoder")
+        scored = [(i, idx, prep, feats[i], centers[i],
+                   self._object_probs(xyz, idx, prep, feats[i], centers[i], patch_index[i], text))
+                  for i, (idx, prep) in enumerate(zip(objects, prepared))]
+        return _ScoredFrame(timer, xyz, shape, valid, up, scored)
 
     def find_parts(self, points, queries, scene: bool = False, keypoints: bool = True, up=None,
                    sensor_origin=(0.0, 0.0, 0.0), min_score: float | None = None,
-                   few_shot: FewShotKeypoints | None = None) -> SegmentationResult:
+                   few_shot: FewShotKeypoints | None = None, category: str | None = None) -> SegmentationResult:
         queries = validate_queries(queries)
         threshold = self.config.score_threshold if min_score is None else float(min_score)
-        timer = _Timer()
-        xyz, shape, valid = self._valid_points(points)
-        timer.lap("preprocess")
-        text = self.embed_queries(queries)
-        timer.lap("text")
-        objects, up = self._objects(xyz, valid, scene, up, sensor_origin)
-        timer.lap("scene")
-        prepared = self.prepare_objects(xyz, objects, up)
-        timer.lap("preprocess")
-        feats_all, centers_all, pidx_all = self.encode_prepared(prepared) or (None, None, None)
-        timer.lap("encoder")
+        frame = self._score_objects(points, queries, scene, up, sensor_origin, category)
+        xyz, up = frame.xyz, frame.up
         results = []
-        for obj_id, (idx, prep) in enumerate(zip(objects, prepared)):
-            probs = self._object_probs(xyz, idx, prep, feats_all[obj_id], centers_all[obj_id], pidx_all[obj_id], text)
-            results.append(self._build_object(obj_id, xyz, idx, probs, queries, threshold, up, keypoints))
+        for obj_id, idx, prep, feats, centers, probs in frame.objects:
+            obj = self._build_object(obj_id, xyz, idx, probs, queries, threshold, up, keypoints)
             if few_shot is not None:
-                results[-1].keypoints += self._few_shot_keypoints(few_shot, xyz, idx, prep, feats_all[obj_id],
-                                                                  centers_all[obj_id], obj_id, up)
-        timer.lap("postprocess")
-        return SegmentationResult(len(xyz), len(valid), queries, results, timer.done(), shape, up)
+                obj.keypoints += self._few_shot_keypoints(few_shot, xyz, idx, prep, feats, centers, obj_id, up)
+            results.append(obj)
+        frame.timer.lap("postprocess")
+        return SegmentationResult(len(xyz), len(frame.valid), queries, results, frame.timer.done(), frame.shape, up)
 
     def name_parts(self, points, vocabulary, scene: bool = False, up=None,
-                   sensor_origin=(0.0, 0.0, 0.0)) -> SegmentationResult:
+                   sensor_origin=(0.0, 0.0, 0.0), category: str | None = None) -> SegmentationResult:
         """Label every point with one vocabulary entry (or "unknown") and a confidence."""
         vocabulary = validate_queries(vocabulary)
-        timer = _Timer()
-        xyz, shape, valid = self._valid_points(points)
-        text = self.embed_queries(vocabulary)
-        timer.lap("text")
-        objects, up = self._objects(xyz, valid, scene, up, sensor_origin)
-        timer.lap("scene")
-        prepared = self.prepare_objects(xyz, objects, up)
-        timer.lap("preprocess")
-        feats_all, centers_all, pidx_all = self.encode_prepared(prepared) or (None, None, None)
-        timer.lap("encoder")
+        frame = self._score_objects(points, vocabulary, scene, up, sensor_origin, category)
+        xyz, up = frame.xyz, frame.up
         labels_out = list(vocabulary) + [UNKNOWN_LABEL]
         results = []
-        for obj_id, (idx, prep) in enumerate(zip(objects, prepared)):
-            probs = self._object_probs(xyz, idx, prep, feats_all[obj_id], centers_all[obj_id], pidx_all[obj_id], text)
+        for obj_id, idx, _, _, _, probs in frame.objects:
             best = probs.argmax(axis=1)
             conf = probs[np.arange(len(best)), best]
             best = np.where(conf >= self.config.unknown_threshold, best, len(vocabulary))
@@ -294,8 +306,8 @@ class PartFinder:
                                                  xyz[idx[members]], obj.centroid, up))
             obj.parts.sort(key=lambda p: -p.score)
             results.append(obj)
-        timer.lap("postprocess")
-        return SegmentationResult(len(xyz), len(valid), labels_out, results, timer.done(), shape, up)
+        frame.timer.lap("postprocess")
+        return SegmentationResult(len(xyz), len(frame.valid), labels_out, results, frame.timer.done(), frame.shape, up)
 
     # -- result building ------------------------------------------------------------------
     @staticmethod
