@@ -3,7 +3,7 @@ import torch
 
 from patchalign_ros.model import ModelConfig, PatchAlignNet
 
-TINY = dict(trans_dim=96, depth=2, num_heads=4, encoder_dims=128, text_dim=384, num_group=32,
+TINY = dict(trans_dim=96, depth=2, num_heads=4, encoder_dims=128, embed_widths=[32, 64, 128], text_dim=384, num_group=32,
             group_size=16, num_points=512)
 FULL = dict(trans_dim=384, depth=12, num_heads=6, encoder_dims=256, text_dim=1280, num_group=128,
             group_size=32, num_points=2048)

@@ -152,3 +152,13 @@ def test_encode_rejects_bad_points(tmp_path):
     bad[3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         model.encode(bad[None])
+
+
+def test_patch_embedding_widths_are_read_from_weights(tmp_path):
+    net = random_net(seed=6, embed_widths=[16, 24, 40])
+    path = save_network(net, tmp_path / "w.safetensors")
+    (tmp_path / "w.json").write_text('{"num_heads": 4, "num_group": 32, "group_size": 16}')  # widths: tensors
+    model = PatchAlignModel.from_checkpoint(path)
+    assert model.config.embed_widths == [16, 24, 40]
+    pts = sphere_points(512)[None]
+    assert torch.equal(model.encode(pts).patch_features, PatchAlignModel(net).encode(pts).patch_features)

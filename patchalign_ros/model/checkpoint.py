@@ -40,6 +40,9 @@ def infer_config(state: dict, base: ModelConfig | None = None) -> ModelConfig:
     try:
         cfg.trans_dim = int(state["model.cls_token"].shape[-1])
         cfg.encoder_dims = int(state["model.reduce_dim.weight"].shape[1])
+        cfg.embed_widths = [int(state["model.encoder.first_conv.0.weight"].shape[0]),
+                            int(state["model.encoder.first_conv.3.weight"].shape[0]),
+                            int(state["model.encoder.second_conv.0.weight"].shape[0])]
         cfg.text_dim = int(state["proj.proj.weight"].shape[0])
         hidden = int(state["model.blocks.blocks.0.mlp.fc1.weight"].shape[0])
     except KeyError as exc:

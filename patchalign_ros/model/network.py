@@ -23,6 +23,9 @@ class ModelConfig:
     depth: int = 12
     num_heads: int = 6
     encoder_dims: int = 256
+    # Hidden widths of the mini-PointNet (the release: 128, 256, 512; the last must be twice
+    # the second because it takes [global, per-point]). Smaller models for CPU robots shrink them.
+    embed_widths: list = field(default_factory=lambda: [128, 256, 512])
     mlp_ratio: float = 4.0
     text_dim: int = 384
     num_group: int = 128
@@ -55,21 +58,22 @@ class ModelConfig:
 class PatchEmbedding(nn.Module):
     """Mini-PointNet over each k-point group: (B, G, k, 3) -> (B, G, encoder_dims)."""
 
-    def __init__(self, encoder_dims: int):
+    def __init__(self, encoder_dims: int, widths=(128, 256, 512)):
         super().__init__()
+        c1, c2, c3 = widths
         self.encoder_dims = encoder_dims
         self.first_conv = nn.Sequential(
-            nn.Conv1d(3, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Conv1d(128, 256, 1)
+            nn.Conv1d(3, c1, 1), nn.BatchNorm1d(c1), nn.ReLU(inplace=True), nn.Conv1d(c1, c2, 1)
         )
         self.second_conv = nn.Sequential(
-            nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-            nn.Conv1d(512, encoder_dims, 1),
+            nn.Conv1d(2 * c2, c3, 1), nn.BatchNorm1d(c3), nn.ReLU(inplace=True),
+            nn.Conv1d(c3, encoder_dims, 1),
         )
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
         batch, num_group, k, _ = groups.shape
         x = groups.reshape(batch * num_group, k, 3).transpose(2, 1)
-        feature = self.first_conv(x)  # (BG, 256, k)
+        feature = self.first_conv(x)  # (BG, c2, k)
         global_feature = feature.max(dim=2, keepdim=True).values
         feature = torch.cat([global_feature.expand(-1, -1, k), feature], dim=1)  # [global, local]
         feature = self.second_conv(feature)
@@ -138,7 +142,7 @@ class PointEncoder(nn.Module):
         super().__init__()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.trans_dim))
         self.cls_pos = nn.Parameter(torch.randn(1, 1, cfg.trans_dim) * 0.02)
-        self.encoder = PatchEmbedding(cfg.encoder_dims)
+        self.encoder = PatchEmbedding(cfg.encoder_dims, cfg.embed_widths)
         self.reduce_dim = nn.Linear(cfg.encoder_dims, cfg.trans_dim)
         self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, cfg.trans_dim))
         self.blocks = TransformerEncoder(cfg.trans_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio)

@@ -1,0 +1,435 @@
+"""Procedural part-labelled objects a robot meets, built from mesh primitives (open3d).
+
+Every generator takes a numpy Generator and returns a LabeledMesh: z-up, metres, standing on
+z = 0, with randomised proportions. PART_SYNONYMS gives the names a user may ask for.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .synthetic import LabeledMesh
+
+
+def _o3d():
+    import open3d as o3d
+
+    return o3d
+
+
+def _rot_z_to(axis) -> np.ndarray:
+    from ..inference.preprocess import rotation_to_z
+
+    return rotation_to_z(np.asarray(axis, dtype=np.float64)).T  # maps +z onto axis
+
+
+def cyl(r, h, c=(0, 0, 0), axis=(0, 0, 1), res=32):
+    """Cylinder of radius r and length h centred at c along axis."""
+    m = _o3d().geometry.TriangleMesh.create_cylinder(radius=r, height=h, resolution=res, split=max(1, int(h / r)))
+    m.rotate(_rot_z_to(axis), center=(0, 0, 0))
+    return m.translate(c)
+
+
+def box(sx, sy, sz, c=(0, 0, 0)):
+    m = _o3d().geometry.TriangleMesh.create_box(sx, sy, sz)
+    return m.translate(np.asarray(c) - np.array([sx, sy, sz]) / 2)
+
+
+def sphere(r, c=(0, 0, 0), res=16):
+    return _o3d().geometry.TriangleMesh.create_sphere(radius=r, resolution=res).translate(c)
+
+
+def cone(r, h, base=(0, 0, 0), axis=(0, 0, 1), res=24):
+    m = _o3d().geometry.TriangleMesh.create_cone(radius=r, height=h, resolution=res)
+    m.rotate(_rot_z_to(axis), center=(0, 0, 0))
+    return m.translate(base)
+
+
+def ring(big_r, tube_r, c=(0, 0, 0), normal=(0, 1, 0), keep=None):
+    """Torus; ``keep`` = a function of the local vertex positions choosing which part to keep
+    (e.g. an arc)."""
+    m = _o3d().geometry.TriangleMesh.create_torus(torus_radius=big_r, tube_radius=tube_r,
+                                                  radial_resolution=32, tubular_resolution=10)
+    if keep is not None:
+        v = np.asarray(m.vertices)
+        m.remove_vertices_by_mask(~keep(v))
+    m.rotate(_rot_z_to(normal), center=(0, 0, 0))
+    return m.translate(c)
+
+
+def shell(r, h, c=(0, 0, 0), top_open=True, res=40):
+    """A cylinder with the top cap removed (a container's wall and floor)."""
+    m = cyl(r, h, (0, 0, 0), res=res)
+    if top_open:
+        v = np.asarray(m.vertices)
+        m.remove_vertices_by_mask((v[:, 2] > h / 2 - 1e-6) & (np.hypot(v[:, 0], v[:, 1]) < r - 1e-6))
+    return m.translate(np.asarray(c) + [0, 0, h / 2])
+
+
+def hemisphere(r, c=(0, 0, 0), upward=True, res=24):
+    m = sphere(r, (0, 0, 0), res)
+    v = np.asarray(m.vertices)
+    m.remove_vertices_by_mask(v[:, 2] > 1e-6 if upward else v[:, 2] < -1e-6)
+    return m.translate(c)
+
+
+U = lambda rng, a, b: float(rng.uniform(a, b))  # noqa: E731
+
+
+# --- kitchen ------------------------------------------------------------------------------
+def mug(rng):
+    r, h = U(rng, .035, .05), U(rng, .08, .12)
+    rr = U(rng, .022, .032)
+    return [("body", shell(r, h)), ("handle", ring(rr, .007, (r + rr * .6, 0, h * .55), (0, 1, 0)))]
+
+
+def cup(rng):
+    r, h = U(rng, .03, .045), U(rng, .08, .13)
+    return [("body", shell(r, h, (0, 0, .01))), ("base", cyl(r * .9, .01, (0, 0, .005)))]
+
+
+def kettle(rng):
+    r, h = U(rng, .07, .09), U(rng, .12, .17)
+    arc = ring(r * .7, .01, (0, 0, h + .01), (0, 1, 0), keep=lambda v: v[:, 1] > -0.2 * r)
+    return [("body", cyl(r, h, (0, 0, h / 2))), ("handle", arc),
+            ("spout", cone(.02, U(rng, .08, .11), (r * .8, 0, h * .6), (1, 0, .8))),
+            ("lid", cyl(r * .6, .015, (0, 0, h + .0075)))]
+
+
+def teapot(rng):
+    r = U(rng, .06, .08)
+    rr = U(rng, .03, .04)
+    return [("body", sphere(r, (0, 0, r), 20)), ("handle", ring(rr, .008, (-(r + rr * .5), 0, r), (0, 1, 0))),
+            ("spout", cone(.018, U(rng, .08, .1), (r * .8, 0, r * .8), (1, 0, .9))),
+            ("lid", cyl(r * .5, .015, (0, 0, 2 * r))), ("knob", sphere(.012, (0, 0, 2 * r + .02)))]
+
+
+def pitcher(rng):
+    r, h = U(rng, .05, .065), U(rng, .16, .22)
+    rr = U(rng, .035, .045)
+    return [("body", shell(r, h)), ("handle", ring(rr, .009, (-(r + rr * .5), 0, h * .55), (0, 1, 0))),
+            ("spout", cone(.025, .05, (r * .9, 0, h * .95), (1, 0, .6)))]
+
+
+def pot(rng):
+    r, h = U(rng, .09, .13), U(rng, .08, .12)
+    handles = [("handle", ring(.02, .006, (s * (r + .012), 0, h * .8), (1, 0, 0), keep=lambda v: v[:, 1] > -.005))
+               for s in (-1, 1)]
+    handles = [("handle", box(.03, .05, .012, (s * (r + .015), 0, h * .85))) for s in (-1, 1)]
+    return [("body", shell(r, h))] + handles + [("lid", cyl(r * 1.02, .012, (0, 0, h + .006))),
+                                               ("knob", sphere(.015, (0, 0, h + .02)))]
+
+
+def pan(rng):
+    r = U(rng, .1, .14)
+    length = U(rng, .15, .22)
+    return [("body", shell(r, .04)), ("handle", box(length, .025, .012, (r + length / 2, 0, .035)))]
+
+
+def saucepan(rng):
+    r, h = U(rng, .07, .09), U(rng, .07, .1)
+    length = U(rng, .14, .18)
+    return [("body", shell(r, h)), ("handle", box(length, .025, .014, (r + length / 2, 0, h * .8))),
+            ("lid", cyl(r * 1.02, .012, (0, 0, h + .006)))]
+
+
+def bottle(rng):
+    r, h = U(rng, .03, .045), U(rng, .14, .2)
+    neck_h = U(rng, .03, .05)
+    return [("body", cyl(r, h, (0, 0, h / 2))), ("neck", cone(r, neck_h * 2, (0, 0, h), res=32)),
+            ("cap", cyl(r * .45, .025, (0, 0, h + neck_h + .01)))]
+
+
+def jug(rng):
+    """A detergent-style jug with a moulded handle (like the real scan's bleach bottle)."""
+    w, d, h = U(rng, .09, .12), U(rng, .06, .08), U(rng, .2, .26)
+    return [("body", box(w, d, h, (0, 0, h / 2))),
+            ("handle", ring(U(rng, .03, .04), .012, (w * .35, 0, h * .78), (0, 1, 0), keep=lambda v: v[:, 0] > -.01)),
+            ("cap", cyl(.018, .03, (-w * .2, 0, h + .015)))]
+
+
+def jar(rng):
+    r, h = U(rng, .035, .055), U(rng, .08, .14)
+    return [("body", cyl(r, h, (0, 0, h / 2))), ("lid", cyl(r * 1.03, .02, (0, 0, h + .01)))]
+
+
+def bucket(rng):
+    r, h = U(rng, .1, .14), U(rng, .15, .22)
+    return [("body", shell(r, h)), ("handle", ring(r, .006, (0, 0, h), (0, 1, 0), keep=lambda v: v[:, 2] > 0))]
+
+
+def bowl(rng):
+    r = U(rng, .06, .1)
+    return [("body", hemisphere(r, (0, 0, r))), ("base", cyl(r * .4, .01, (0, 0, .005)))]
+
+
+def wine_glass(rng):
+    r, stem = U(rng, .03, .04), U(rng, .06, .09)
+    return [("base", cyl(.032, .006, (0, 0, .003))), ("stem", cyl(.005, stem, (0, 0, stem / 2))),
+            ("bowl", hemisphere(r, (0, 0, stem + r)))]
+
+
+def knife(rng):
+    bl, hl = U(rng, .1, .16), U(rng, .08, .11)
+    return [("blade", box(bl, .025, .003, (bl / 2, 0, .002))), ("handle", box(hl, .022, .018, (-hl / 2, 0, .009)))]
+
+
+def spatula(rng):
+    hl = U(rng, .15, .22)
+    return [("head", box(.08, .06, .004, (.04, 0, .002))), ("handle", cyl(.008, hl, (-hl / 2, 0, .008), (1, 0, 0)))]
+
+
+def ladle(rng):
+    r, hl = U(rng, .03, .045), U(rng, .18, .25)
+    return [("bowl", hemisphere(r, (0, 0, r))), ("handle", cyl(.006, hl, (-(r + hl / 2 * .8), 0, r + hl * .3),
+                                                             (1, 0, .7)))]
+
+
+def spoon(rng):
+    hl = U(rng, .1, .14)
+    head = sphere(.02, (0, 0, .008))
+    head.scale(1.0, center=(0, 0, 0))
+    return [("bowl", box(.05, .035, .008, (0, 0, .004))), ("handle", box(hl, .012, .004, (-(hl / 2 + .025), 0, .002)))]
+
+
+def cutting_board(rng):
+    w, d = U(rng, .25, .35), U(rng, .18, .25)
+    return [("board", box(w, d, .015, (0, 0, .0075))), ("handle", box(.08, d * .5, .015, (w / 2 + .04, 0, .0075)))]
+
+
+# --- tools --------------------------------------------------------------------------------
+def hammer(rng):
+    hl = U(rng, .22, .3)
+    return [("handle", cyl(.013, hl, (0, 0, .015), (1, 0, 0))), ("head", box(.03, .11, .03, (hl / 2, 0, .015)))]
+
+
+def screwdriver(rng):
+    hl, sl = U(rng, .09, .12), U(rng, .08, .15)
+    return [("handle", cyl(.015, hl, (-hl / 2, 0, .015), (1, 0, 0))),
+            ("shaft", cyl(.003, sl, (sl / 2, 0, .015), (1, 0, 0))), ("tip", cone(.004, .012, (sl, 0, .015), (1, 0, 0)))]
+
+
+def scissors(rng):
+    bl = U(rng, .07, .1)
+    return [("blade", box(bl, .008, .003, (bl / 2, .006, .002))), ("blade", box(bl, .008, .003, (bl / 2, -.006, .005))),
+            ("handle", ring(.017, .004, (-.025, .022, .004), (0, 0, 1))),
+            ("handle", ring(.017, .004, (-.025, -.022, .004), (0, 0, 1)))]
+
+
+def wrench(rng):
+    hl = U(rng, .15, .22)
+    jaw = ring(.018, .006, (hl / 2 + .012, 0, .006), (0, 0, 1), keep=lambda v: v[:, 0] < .01)
+    return [("handle", box(hl, .02, .008, (0, 0, .004))), ("jaw", jaw)]
+
+
+def pliers(rng):
+    hl = U(rng, .1, .13)
+    return [("handle", box(hl, .012, .01, (-hl / 2, .012, .005))), ("handle", box(hl, .012, .01, (-hl / 2, -.012, .005))),
+            ("jaw", box(.05, .018, .01, (.025, 0, .005))), ("pivot", cyl(.008, .014, (0, 0, .007)))]
+
+
+def flashlight(rng):
+    bl = U(rng, .1, .16)
+    return [("body", cyl(.015, bl, (0, 0, .018), (1, 0, 0))), ("head", cyl(.022, .04, (bl / 2 + .02, 0, .022), (1, 0, 0))),
+            ("button", box(.012, .008, .006, (0, 0, .035)))]
+
+
+def spray_bottle(rng):
+    r, h = U(rng, .035, .045), U(rng, .15, .2)
+    return [("body", cyl(r, h, (0, 0, h / 2))), ("neck", cyl(r * .45, .04, (0, 0, h + .02))),
+            ("trigger", box(.012, .018, .045, (r * .7, 0, h + .01))), ("nozzle", box(.05, .025, .025, (.01, 0, h + .05)))]
+
+
+def toothbrush(rng):
+    hl = U(rng, .13, .16)
+    return [("handle", box(hl, .012, .01, (-hl / 2, 0, .005))), ("head", box(.025, .012, .006, (.0125, 0, .003))),
+            ("bristles", box(.022, .01, .012, (.0125, 0, .012)))]
+
+
+# --- furniture and fixtures ---------------------------------------------------------------
+def chair(rng):
+    s, lh = U(rng, .38, .46), U(rng, .4, .47)
+    legs = [("leg", box(.03, .03, lh, (x * (s / 2 - .02), y * (s / 2 - .02), lh / 2))) for x in (-1, 1) for y in (-1, 1)]
+    bh = U(rng, .3, .45)
+    parts = legs + [("seat", box(s, s, .04, (0, 0, lh + .02))), ("back", box(s, .03, bh, (0, s / 2 - .015, lh + .04 + bh / 2)))]
+    if rng.random() < .4:
+        parts += [("arm", box(.04, s * .8, .03, (x * (s / 2 - .02), 0, lh + .22))) for x in (-1, 1)]
+    return parts
+
+
+def stool(rng):
+    r, lh = U(rng, .15, .2), U(rng, .45, .65)
+    legs = [("leg", cyl(.014, lh, (r * .7 * np.cos(a), r * .7 * np.sin(a), lh / 2))) for a in np.linspace(0, 2 * np.pi, 4)[:3]]
+    return legs + [("seat", cyl(r, .035, (0, 0, lh + .0175))),
+                   ("footrest", ring(r * .65, .008, (0, 0, lh * .35), (0, 0, 1)))]
+
+
+def table(rng):
+    w, d, h = U(rng, .6, 1.0), U(rng, .4, .7), U(rng, .45, .75)
+    legs = [("leg", box(.04, .04, h, (x * (w / 2 - .04), y * (d / 2 - .04), h / 2))) for x in (-1, 1) for y in (-1, 1)]
+    parts = legs + [("top", box(w, d, .03, (0, 0, h + .015)))]
+    if rng.random() < .5:
+        parts.append(("drawer", box(w * .4, d * .6, .08, (0, 0, h - .05))))
+    return parts
+
+
+def lamp(rng):
+    ph = U(rng, .25, .4)
+    shade = cone(U(rng, .08, .12), .12, (0, 0, ph), res=32)
+    return [("base", cyl(U(rng, .06, .09), .02, (0, 0, .01))), ("pole", cyl(.008, ph, (0, 0, ph / 2))), ("shade", shade)]
+
+
+def cabinet(rng):
+    w, d, h = U(rng, .4, .6), U(rng, .3, .45), U(rng, .5, .8)
+    return [("body", box(w, d, h, (0, 0, h / 2))), ("door", box(w * .96, .015, h * .9, (0, -d / 2 - .008, h / 2))),
+            ("handle", box(.015, .025, .12, (w * .38, -d / 2 - .025, h * .55)))]
+
+
+def drawer(rng):
+    w, d, h = U(rng, .3, .5), U(rng, .3, .45), U(rng, .12, .2)
+    return [("body", box(w, d, h, (0, 0, h / 2))), ("front", box(w * 1.04, .02, h * 1.1, (0, -d / 2 - .01, h / 2))),
+            ("handle", box(U(rng, .08, .14), .025, .015, (0, -d / 2 - .03, h * .6)))]
+
+
+def door(rng):
+    w, h = U(rng, .7, .9), U(rng, 1.9, 2.1)
+    return [("panel", box(w, .04, h, (0, 0, h / 2))), ("handle", box(.12, .05, .02, (w * .35, -.045, h * .48))),
+            ("hinge", box(.02, .05, .1, (-w / 2, 0, h * .8))), ("hinge", box(.02, .05, .1, (-w / 2, 0, h * .2)))]
+
+
+def faucet(rng):
+    sh = U(rng, .15, .25)
+    return [("base", cyl(.03, .02, (0, 0, .01))), ("spout", cyl(.012, sh, (0, 0, .02 + sh / 2))),
+            ("spout", cyl(.012, .12, (.06, 0, sh + .02), (1, 0, 0))), ("handle", box(.02, .07, .015, (-.02, 0, .05)))]
+
+
+def shelf(rng):
+    w, h, d = U(rng, .5, .8), U(rng, .6, 1.0), U(rng, .2, .3)
+    boards = [("shelf", box(w, d, .02, (0, 0, z))) for z in np.linspace(.05, h - .02, 3)]
+    return boards + [("side", box(.02, d, h, (x * w / 2, 0, h / 2))) for x in (-1, 1)]
+
+
+def trash_can(rng):
+    r, h = U(rng, .12, .16), U(rng, .3, .45)
+    return [("body", cyl(r, h, (0, 0, h / 2))), ("lid", cyl(r * 1.03, .025, (0, 0, h + .0125))),
+            ("pedal", box(.08, .05, .012, (0, -r - .025, .02)))]
+
+
+# --- containers and devices ---------------------------------------------------------------
+def box_with_lid(rng):
+    w, d, h = U(rng, .08, .16), U(rng, .06, .12), U(rng, .05, .1)
+    return [("body", box(w, d, h, (0, 0, h / 2))), ("lid", box(w * 1.04, d * 1.04, .015, (0, 0, h + .0075)))]
+
+
+def bag(rng):
+    w, d, h = U(rng, .25, .35), U(rng, .1, .15), U(rng, .2, .3)
+    return [("body", box(w, d, h, (0, 0, h / 2))),
+            ("handle", ring(w * .25, .008, (0, 0, h), (0, 1, 0), keep=lambda v: v[:, 2] > 0))]
+
+
+def laptop(rng):
+    w, d = U(rng, .3, .36), U(rng, .21, .25)
+    ang = U(rng, .3, .6)
+    screen = box(w, .008, d, (0, 0, d / 2))
+    screen.rotate(screen.get_rotation_matrix_from_xyz((-ang, 0, 0)), center=(0, 0, 0))
+    screen.translate((0, d / 2, .018))
+    return [("keyboard", box(w, d, .018, (0, 0, .009))), ("screen", screen)]
+
+
+def headphones(rng):
+    r = U(rng, .08, .1)
+    band = ring(r, .008, (0, 0, .04), (1, 0, 0), keep=lambda v: v[:, 2] > 0 if False else v[:, 1] > -1)
+    band = ring(r, .008, (0, 0, 0), (1, 0, 0), keep=lambda v: v[:, 1] > 0)
+    band.translate((0, 0, .05))
+    return [("headband", band), ("earcup", cyl(.04, .03, (0, -r, .05), (0, 1, 0))),
+            ("earcup", cyl(.04, .03, (0, r, .05), (0, 1, 0)))]
+
+
+def watering_can(rng):
+    r, h = U(rng, .07, .09), U(rng, .15, .2)
+    return [("body", cyl(r, h, (0, 0, h / 2))), ("spout", cyl(.01, .2, (r + .07, 0, h * .6), (1, 0, 1))),
+            ("handle", ring(r * .8, .01, (-.01, 0, h), (0, 1, 0), keep=lambda v: v[:, 2] > 0))]
+
+
+def dumbbell(rng):
+    hl = U(rng, .1, .14)
+    r = U(rng, .04, .055)
+    return [("handle", cyl(.014, hl, (0, 0, r), (1, 0, 0))),
+            ("weight", cyl(r, .04, (-(hl / 2 + .02), 0, r), (1, 0, 0))), ("weight", cyl(r, .04, (hl / 2 + .02, 0, r), (1, 0, 0)))]
+
+
+def kettlebell(rng):
+    r = U(rng, .06, .09)
+    return [("body", sphere(r, (0, 0, r), 20)),
+            ("handle", ring(r * .55, .013, (0, 0, 2 * r), (0, 1, 0), keep=lambda v: v[:, 2] > -r * .2))]
+
+
+def umbrella(rng):
+    sl = U(rng, .6, .8)
+    return [("canopy", cone(U(rng, .4, .5), .2, (0, 0, sl), res=8)), ("shaft", cyl(.007, sl, (0, 0, sl / 2))),
+            ("handle", ring(.04, .012, (.04, 0, 0), (0, 1, 0), keep=lambda v: v[:, 2] < .005))]
+
+
+def computer_mouse(rng):
+    body = sphere(.03, (0, 0, .0))
+    body.scale(1.0, center=(0, 0, 0))
+    v = np.asarray(body.vertices)
+    v *= [1.0, 1.8, .7]
+    body.vertices = _o3d().utility.Vector3dVector(v + [0, 0, .015])
+    return [("body", body), ("button", box(.025, .03, .006, (-.014, .03, .033))), ("button", box(.025, .03, .006, (.014, .03, .033))),
+            ("wheel", cyl(.006, .005, (0, .03, .037), (1, 0, 0)))]
+
+
+CATEGORY_GENERATORS = {
+    "mug": mug, "cup": cup, "kettle": kettle, "teapot": teapot, "pitcher": pitcher, "pot": pot, "pan": pan,
+    "saucepan": saucepan, "bottle": bottle, "jug": jug, "jar": jar, "bucket": bucket, "bowl": bowl,
+    "wine glass": wine_glass, "knife": knife, "spatula": spatula, "ladle": ladle, "spoon": spoon,
+    "cutting board": cutting_board, "hammer": hammer, "screwdriver": screwdriver, "scissors": scissors,
+    "wrench": wrench, "pliers": pliers, "flashlight": flashlight, "spray bottle": spray_bottle,
+    "toothbrush": toothbrush, "chair": chair, "stool": stool, "table": table, "lamp": lamp, "cabinet": cabinet,
+    "drawer": drawer, "door": door, "faucet": faucet, "shelf": shelf, "trash can": trash_can,
+    "box": box_with_lid, "bag": bag, "laptop": laptop, "headphones": headphones, "watering can": watering_can,
+    "dumbbell": dumbbell, "kettlebell": kettlebell, "umbrella": umbrella, "computer mouse": computer_mouse,
+}
+
+# Canonical part name -> synonyms a user may type (training samples one at random per shape).
+PART_SYNONYMS = {
+    "body": ["body", "container", "main body", "housing"], "handle": ["handle", "grip", "grab handle", "holder"],
+    "spout": ["spout", "nozzle spout", "pouring spout", "lip"], "lid": ["lid", "cover", "top cover", "cap lid"],
+    "knob": ["knob", "lid knob", "finial", "top knob"], "base": ["base", "bottom", "foot", "stand"],
+    "neck": ["neck", "bottle neck", "throat", "shoulder"], "cap": ["cap", "bottle cap", "screw cap", "closure"],
+    "bowl": ["bowl", "cup part", "scoop", "basin"], "stem": ["stem", "glass stem", "stalk", "column"],
+    "blade": ["blade", "cutting edge", "knife blade", "edge"], "head": ["head", "striking head", "top end", "working end"],
+    "shaft": ["shaft", "rod", "shank", "bar"], "tip": ["tip", "point", "bit", "end point"],
+    "jaw": ["jaw", "jaws", "mouth", "gripping jaw"], "pivot": ["pivot", "hinge pin", "joint", "rivet"],
+    "button": ["button", "switch", "push button", "key"], "trigger": ["trigger", "lever", "squeeze trigger", "pull trigger"],
+    "nozzle": ["nozzle", "sprayer", "spray head", "outlet"], "bristles": ["bristles", "brush", "brush head", "tufts"],
+    "leg": ["leg", "chair leg", "support", "foot post"], "seat": ["seat", "sitting surface", "cushion", "saddle"],
+    "back": ["back", "backrest", "back rest", "chair back"], "arm": ["arm", "armrest", "arm rest", "side rest"],
+    "footrest": ["footrest", "foot ring", "foot rail", "step ring"], "top": ["top", "tabletop", "table top", "surface"],
+    "drawer": ["drawer", "table drawer", "pull-out drawer", "slide drawer"], "pole": ["pole", "lamp pole", "stand rod", "column pole"],
+    "shade": ["shade", "lampshade", "lamp shade", "diffuser"], "door": ["door", "cabinet door", "front door panel", "flap"],
+    "front": ["front", "drawer front", "front panel", "face"], "panel": ["panel", "door panel", "leaf", "slab"],
+    "hinge": ["hinge", "door hinge", "pivot hinge", "hinge plate"], "side": ["side", "side panel", "upright", "side wall"],
+    "shelf": ["shelf", "board", "shelf board", "tier"], "pedal": ["pedal", "foot pedal", "step pedal", "treadle"],
+    "keyboard": ["keyboard", "keys", "base deck", "typing surface"], "screen": ["screen", "display", "monitor", "lid screen"],
+    "headband": ["headband", "head band", "band", "arch"], "earcup": ["earcup", "ear cup", "earpiece", "ear pad"],
+    "weight": ["weight", "plate", "weight plate", "bell end"], "canopy": ["canopy", "umbrella canopy", "cover cloth", "top canopy"],
+    "wheel": ["wheel", "scroll wheel", "roller", "scroll"], "board": ["board", "chopping surface", "cutting surface", "plank"],
+}
+
+# Held out for open-vocabulary evaluation: never seen in training, nor are the part names that
+# only they have (stem, bristles, canopy, pedal, earcup, headband).
+UNSEEN_CATEGORIES = ["wine glass", "toothbrush", "umbrella", "trash can", "headphones", "watering can", "pitcher"]
+SEEN_CATEGORIES = [c for c in CATEGORY_GENERATORS if c not in UNSEEN_CATEGORIES]
+
+
+def make_shape(category: str, rng: np.random.Generator) -> LabeledMesh:
+    if category not in CATEGORY_GENERATORS:
+        raise KeyError(f"unknown category {category!r}")
+    return LabeledMesh(category, CATEGORY_GENERATORS[category](rng))
+
+
+def unseen_part_names() -> list:
+    seen = {p for c in SEEN_CATEGORIES for p, _ in CATEGORY_GENERATORS[c](np.random.default_rng(0))}
+    unseen = {p for c in UNSEEN_CATEGORIES for p, _ in CATEGORY_GENERATORS[c](np.random.default_rng(0))}
+    return sorted(unseen - seen)
