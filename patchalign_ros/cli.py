@@ -84,6 +84,26 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .training.config import TrainConfig
+
+    overrides = {k: getattr(args, k) for k in ("stage", "steps", "batch_size", "out_dir", "data_dir", "device",
+                                               "shapes_per_category", "init", "categories", "threads")}
+    cfg = TrainConfig.load(args.config, overrides)
+    if cfg.stage == 2:
+        from .training.stage2 import train_stage2
+
+        weights = train_stage2(cfg)
+    elif cfg.stage == 1:
+        from .training.stage1 import train_stage1
+
+        weights = train_stage1(cfg)
+    else:
+        raise UsageError(f"stage must be 1 or 2, got {cfg.stage}")
+    print(f"trained model -> {weights}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -119,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--png", help="picture of the labelled points with a legend")
     seg.add_argument("--ply", help="labelled points coloured by part")
     seg.set_defaults(func=cmd_segment)
+
+    train = sub.add_parser("train", help="train a model (Stage 1 distillation or Stage 2 alignment); resumable")
+    train.add_argument("--config", help="training YAML (see config/train_default.yaml)")
+    train.add_argument("--stage", type=int, choices=[1, 2])
+    train.add_argument("--steps", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--out-dir", help="checkpoints, history, final model (resumes if last.pt exists)")
+    train.add_argument("--data-dir", help="sample shards (generated there if missing)")
+    train.add_argument("--shapes-per-category", type=int)
+    train.add_argument("--categories", help="seen | all | comma-separated categories")
+    train.add_argument("--init", help="start from this checkpoint")
+    train.add_argument("--device", help="auto | cpu | cuda")
+    train.add_argument("--threads", type=int)
+    train.set_defaults(func=cmd_train)
 
     demo = sub.add_parser("demo", help="a generated tabletop scene, end to end")
     demo.add_argument("--out-dir", default="demo_output")

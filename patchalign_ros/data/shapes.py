@@ -79,7 +79,8 @@ U = lambda rng, a, b: float(rng.uniform(a, b))  # noqa: E731
 def mug(rng):
     r, h = U(rng, .035, .05), U(rng, .08, .12)
     rr = U(rng, .022, .032)
-    return [("body", shell(r, h)), ("handle", ring(rr, .007, (r + rr * .6, 0, h * .55), (0, 1, 0)))]
+    return [("body", shell(r, h)), ("handle", ring(rr, .007, (r + rr * .6, 0, h * .55), (0, 1, 0))),
+            ("rim", ring(r, .004, (0, 0, h), (0, 0, 1)))]
 
 
 def cup(rng):
@@ -122,7 +123,8 @@ def pot(rng):
 def pan(rng):
     r = U(rng, .1, .14)
     length = U(rng, .15, .22)
-    return [("body", shell(r, .04)), ("handle", box(length, .025, .012, (r + length / 2, 0, .035)))]
+    return [("body", shell(r, .04)), ("handle", box(length, .025, .012, (r + length / 2, 0, .035))),
+            ("rivet", sphere(.006, (r + .004, .008, .035), 8)), ("rivet", sphere(.006, (r + .004, -.008, .035), 8))]
 
 
 def saucepan(rng):
@@ -136,7 +138,7 @@ def bottle(rng):
     r, h = U(rng, .03, .045), U(rng, .14, .2)
     neck_h = U(rng, .03, .05)
     return [("body", cyl(r, h, (0, 0, h / 2))), ("neck", cone(r, neck_h * 2, (0, 0, h), res=32)),
-            ("cap", cyl(r * .45, .025, (0, 0, h + neck_h + .01)))]
+            ("cap", cyl(r * .45, .025, (0, 0, h + neck_h + .01))), ("label", cyl(r * 1.02, h * .4, (0, 0, h * .45)))]
 
 
 def jug(rng):
@@ -154,7 +156,8 @@ def jar(rng):
 
 def bucket(rng):
     r, h = U(rng, .1, .14), U(rng, .15, .22)
-    return [("body", shell(r, h)), ("handle", ring(r, .006, (0, 0, h), (0, 1, 0), keep=lambda v: v[:, 2] > 0))]
+    return [("body", shell(r, h)), ("handle", ring(r, .006, (0, 0, h), (0, 1, 0), keep=lambda v: v[:, 2] > 0)),
+            ("rim", ring(r, .006, (0, 0, h), (0, 0, 1)))]
 
 
 def bowl(rng):
@@ -165,12 +168,13 @@ def bowl(rng):
 def wine_glass(rng):
     r, stem = U(rng, .03, .04), U(rng, .06, .09)
     return [("base", cyl(.032, .006, (0, 0, .003))), ("stem", cyl(.005, stem, (0, 0, stem / 2))),
-            ("bowl", hemisphere(r, (0, 0, stem + r)))]
+            ("bowl", hemisphere(r, (0, 0, stem + r))), ("rim", ring(r, .002, (0, 0, stem + r), (0, 0, 1)))]
 
 
 def knife(rng):
     bl, hl = U(rng, .1, .16), U(rng, .08, .11)
-    return [("blade", box(bl, .025, .003, (bl / 2, 0, .002))), ("handle", box(hl, .022, .018, (-hl / 2, 0, .009)))]
+    return [("blade", box(bl, .025, .003, (bl / 2 + .01, 0, .002))), ("bolster", box(.02, .02, .014, (0, 0, .007))),
+            ("handle", box(hl, .022, .018, (-hl / 2 - .01, 0, .009)))]
 
 
 def spatula(rng):
@@ -181,7 +185,8 @@ def spatula(rng):
 def ladle(rng):
     r, hl = U(rng, .03, .045), U(rng, .18, .25)
     return [("bowl", hemisphere(r, (0, 0, r))), ("handle", cyl(.006, hl, (-(r + hl / 2 * .8), 0, r + hl * .3),
-                                                             (1, 0, .7)))]
+                                                             (1, 0, .7))),
+            ("hook", ring(.012, .004, (-(r + hl * .8), 0, r + hl * .62), (0, 1, 0)))]
 
 
 def spoon(rng):
@@ -199,7 +204,8 @@ def cutting_board(rng):
 # --- tools --------------------------------------------------------------------------------
 def hammer(rng):
     hl = U(rng, .22, .3)
-    return [("handle", cyl(.013, hl, (0, 0, .015), (1, 0, 0))), ("head", box(.03, .11, .03, (hl / 2, 0, .015)))]
+    return [("handle", cyl(.013, hl, (0, 0, .015), (1, 0, 0))), ("head", box(.03, .06, .03, (hl / 2, 0, .015))),
+            ("face", cyl(.016, .03, (hl / 2, .045, .015), (0, 1, 0))), ("claw", box(.012, .05, .02, (hl / 2, -.055, .012)))]
 
 
 def screwdriver(rng):
@@ -230,7 +236,7 @@ def pliers(rng):
 def flashlight(rng):
     bl = U(rng, .1, .16)
     return [("body", cyl(.015, bl, (0, 0, .018), (1, 0, 0))), ("head", cyl(.022, .04, (bl / 2 + .02, 0, .022), (1, 0, 0))),
-            ("button", box(.012, .008, .006, (0, 0, .035)))]
+            ("button", box(.012, .008, .006, (0, 0, .035))), ("lens", cyl(.019, .004, (bl / 2 + .042, 0, .022), (1, 0, 0)))]
 
 
 def spray_bottle(rng):
@@ -251,6 +257,8 @@ def chair(rng):
     legs = [("leg", box(.03, .03, lh, (x * (s / 2 - .02), y * (s / 2 - .02), lh / 2))) for x in (-1, 1) for y in (-1, 1)]
     bh = U(rng, .3, .45)
     parts = legs + [("seat", box(s, s, .04, (0, 0, lh + .02))), ("back", box(s, .03, bh, (0, s / 2 - .015, lh + .04 + bh / 2)))]
+    if rng.random() < .5:
+        parts += [("stretcher", box(s - .06, .02, .02, (0, y * (s / 2 - .02), lh * .3))) for y in (-1, 1)]
     if rng.random() < .4:
         parts += [("arm", box(.04, s * .8, .03, (x * (s / 2 - .02), 0, lh + .22))) for x in (-1, 1)]
     return parts
@@ -267,6 +275,7 @@ def table(rng):
     w, d, h = U(rng, .6, 1.0), U(rng, .4, .7), U(rng, .45, .75)
     legs = [("leg", box(.04, .04, h, (x * (w / 2 - .04), y * (d / 2 - .04), h / 2))) for x in (-1, 1) for y in (-1, 1)]
     parts = legs + [("top", box(w, d, .03, (0, 0, h + .015)))]
+    parts += [("apron", box(w - .1, .02, .07, (0, y * (d / 2 - .03), h - .035))) for y in (-1, 1)]
     if rng.random() < .5:
         parts.append(("drawer", box(w * .4, d * .6, .08, (0, 0, h - .05))))
     return parts
@@ -275,7 +284,8 @@ def table(rng):
 def lamp(rng):
     ph = U(rng, .25, .4)
     shade = cone(U(rng, .08, .12), .12, (0, 0, ph), res=32)
-    return [("base", cyl(U(rng, .06, .09), .02, (0, 0, .01))), ("pole", cyl(.008, ph, (0, 0, ph / 2))), ("shade", shade)]
+    return [("base", cyl(U(rng, .06, .09), .02, (0, 0, .01))), ("pole", cyl(.008, ph, (0, 0, ph / 2))), ("shade", shade),
+            ("bulb", sphere(.025, (0, 0, ph + .02))), ("switch", box(.02, .012, .01, (.04, 0, .025)))]
 
 
 def cabinet(rng):
@@ -293,19 +303,22 @@ def drawer(rng):
 def door(rng):
     w, h = U(rng, .7, .9), U(rng, 1.9, 2.1)
     return [("panel", box(w, .04, h, (0, 0, h / 2))), ("handle", box(.12, .05, .02, (w * .35, -.045, h * .48))),
+            ("lock", cyl(.015, .01, (w * .35, -.025, h * .55), (0, 1, 0))),
             ("hinge", box(.02, .05, .1, (-w / 2, 0, h * .8))), ("hinge", box(.02, .05, .1, (-w / 2, 0, h * .2)))]
 
 
 def faucet(rng):
     sh = U(rng, .15, .25)
     return [("base", cyl(.03, .02, (0, 0, .01))), ("spout", cyl(.012, sh, (0, 0, .02 + sh / 2))),
-            ("spout", cyl(.012, .12, (.06, 0, sh + .02), (1, 0, 0))), ("handle", box(.02, .07, .015, (-.02, 0, .05)))]
+            ("spout", cyl(.012, .12, (.06, 0, sh + .02), (1, 0, 0))), ("handle", box(.02, .07, .015, (-.02, 0, .05))),
+            ("aerator", cyl(.013, .015, (.12, 0, sh + .012)))]
 
 
 def shelf(rng):
     w, h, d = U(rng, .5, .8), U(rng, .6, 1.0), U(rng, .2, .3)
     boards = [("shelf", box(w, d, .02, (0, 0, z))) for z in np.linspace(.05, h - .02, 3)]
-    return boards + [("side", box(.02, d, h, (x * w / 2, 0, h / 2))) for x in (-1, 1)]
+    return boards + [("side", box(.02, d, h, (x * w / 2, 0, h / 2))) for x in (-1, 1)] + \
+        [("back panel", box(w, .01, h, (0, d / 2, h / 2)))]
 
 
 def trash_can(rng):
@@ -323,7 +336,8 @@ def box_with_lid(rng):
 def bag(rng):
     w, d, h = U(rng, .25, .35), U(rng, .1, .15), U(rng, .2, .3)
     return [("body", box(w, d, h, (0, 0, h / 2))),
-            ("handle", ring(w * .25, .008, (0, 0, h), (0, 1, 0), keep=lambda v: v[:, 2] > 0))]
+            ("handle", ring(w * .25, .008, (0, 0, h), (0, 1, 0), keep=lambda v: v[:, 2] > 0)),
+            ("zipper", box(w * .8, .012, .006, (0, 0, h + .003))), ("pocket", box(w * .6, .025, h * .4, (0, -d / 2 - .012, h * .3)))]
 
 
 def laptop(rng):
@@ -332,7 +346,8 @@ def laptop(rng):
     screen = box(w, .008, d, (0, 0, d / 2))
     screen.rotate(screen.get_rotation_matrix_from_xyz((-ang, 0, 0)), center=(0, 0, 0))
     screen.translate((0, d / 2, .018))
-    return [("keyboard", box(w, d, .018, (0, 0, .009))), ("screen", screen)]
+    return [("keyboard", box(w, d, .018, (0, 0, .009))), ("screen", screen),
+            ("touchpad", box(w * .3, d * .25, .004, (0, -d * .32, .02))), ("hinge", cyl(.006, w * .8, (0, d / 2, .018), (1, 0, 0)))]
 
 
 def headphones(rng):
@@ -341,12 +356,14 @@ def headphones(rng):
     band = ring(r, .008, (0, 0, 0), (1, 0, 0), keep=lambda v: v[:, 1] > 0)
     band.translate((0, 0, .05))
     return [("headband", band), ("earcup", cyl(.04, .03, (0, -r, .05), (0, 1, 0))),
-            ("earcup", cyl(.04, .03, (0, r, .05), (0, 1, 0)))]
+            ("earcup", cyl(.04, .03, (0, r, .05), (0, 1, 0))),
+            ("cushion", ring(.03, .008, (0, -r + .02, .05), (0, 1, 0))), ("cushion", ring(.03, .008, (0, r - .02, .05), (0, 1, 0)))]
 
 
 def watering_can(rng):
     r, h = U(rng, .07, .09), U(rng, .15, .2)
     return [("body", cyl(r, h, (0, 0, h / 2))), ("spout", cyl(.01, .2, (r + .07, 0, h * .6), (1, 0, 1))),
+            ("rose", cyl(.022, .015, (r + .145, 0, h * .6 + .075), (1, 0, 1))),
             ("handle", ring(r * .8, .01, (-.01, 0, h), (0, 1, 0), keep=lambda v: v[:, 2] > 0))]
 
 
@@ -354,18 +371,20 @@ def dumbbell(rng):
     hl = U(rng, .1, .14)
     r = U(rng, .04, .055)
     return [("handle", cyl(.014, hl, (0, 0, r), (1, 0, 0))),
+            ("collar", cyl(.022, .012, (-hl / 2 + .006, 0, r), (1, 0, 0))), ("collar", cyl(.022, .012, (hl / 2 - .006, 0, r), (1, 0, 0))),
             ("weight", cyl(r, .04, (-(hl / 2 + .02), 0, r), (1, 0, 0))), ("weight", cyl(r, .04, (hl / 2 + .02, 0, r), (1, 0, 0)))]
 
 
 def kettlebell(rng):
     r = U(rng, .06, .09)
-    return [("body", sphere(r, (0, 0, r), 20)),
+    return [("body", sphere(r, (0, 0, r), 20)), ("base", cyl(r * .6, .01, (0, 0, .005))),
             ("handle", ring(r * .55, .013, (0, 0, 2 * r), (0, 1, 0), keep=lambda v: v[:, 2] > -r * .2))]
 
 
 def umbrella(rng):
     sl = U(rng, .6, .8)
     return [("canopy", cone(U(rng, .4, .5), .2, (0, 0, sl), res=8)), ("shaft", cyl(.007, sl, (0, 0, sl / 2))),
+            ("tip", cone(.008, .05, (0, 0, sl + .19))),
             ("handle", ring(.04, .012, (.04, 0, 0), (0, 1, 0), keep=lambda v: v[:, 2] < .005))]
 
 
@@ -376,7 +395,97 @@ def computer_mouse(rng):
     v *= [1.0, 1.8, .7]
     body.vertices = _o3d().utility.Vector3dVector(v + [0, 0, .015])
     return [("body", body), ("button", box(.025, .03, .006, (-.014, .03, .033))), ("button", box(.025, .03, .006, (.014, .03, .033))),
-            ("wheel", cyl(.006, .005, (0, .03, .037), (1, 0, 0)))]
+            ("wheel", cyl(.006, .005, (0, .03, .037), (1, 0, 0))), ("cable", cyl(.002, .08, (0, .095, .01), (0, 1, 0)))]
+
+
+def microwave(rng):
+    w, d, h = U(rng, .45, .55), U(rng, .35, .42), U(rng, .26, .32)
+    return [("body", box(w, d, h, (0, 0, h / 2))), ("door", box(w * .72, .015, h * .9, (-w * .13, -d / 2 - .008, h / 2))),
+            ("window", box(w * .5, .005, h * .6, (-w * .13, -d / 2 - .018, h / 2))),
+            ("control panel", box(w * .22, .012, h * .9, (w * .37, -d / 2 - .006, h / 2))),
+            ("handle", box(.02, .03, h * .6, (w * .21, -d / 2 - .03, h / 2)))]
+
+
+def refrigerator(rng):
+    w, d, h = U(rng, .6, .75), U(rng, .6, .7), U(rng, 1.6, 1.9)
+    return [("body", box(w, d, h, (0, 0, h / 2))), ("freezer door", box(w, .03, h * .3, (0, -d / 2 - .015, h * .84))),
+            ("door", box(w, .03, h * .66, (0, -d / 2 - .015, h * .34))),
+            ("handle", box(.025, .04, h * .25, (w * .4, -d / 2 - .05, h * .5))),
+            ("handle", box(.025, .04, h * .15, (w * .4, -d / 2 - .05, h * .82)))]
+
+
+def suitcase(rng):
+    w, d, h = U(rng, .35, .45), U(rng, .2, .26), U(rng, .5, .65)
+    return [("body", box(w, d, h, (0, 0, h / 2 + .03))),
+            ("telescoping handle", box(w * .6, .02, .3, (0, d / 2 - .02, h + .18))),
+            ("carry handle", box(w * .35, .025, .02, (0, 0, h + .04))),
+            ("wheel", cyl(.03, .02, (-w / 2 + .04, d / 2 - .04, .03), (1, 0, 0))),
+            ("wheel", cyl(.03, .02, (w / 2 - .04, d / 2 - .04, .03), (1, 0, 0)))]
+
+
+def fan(rng):
+    ph = U(rng, .3, .5)
+    blades = []
+    for a in np.linspace(0, 2 * np.pi, 4)[:3]:
+        b = box(.12, .04, .004, (.07, 0, 0))
+        b.rotate(b.get_rotation_matrix_from_xyz((0, 0, a)), center=(0, 0, 0))
+        b.rotate(b.get_rotation_matrix_from_xyz((np.pi / 2, 0, 0)), center=(0, 0, 0))
+        blades.append(("fan blade", b.translate((0, -.03, ph + .15))))
+    return [("base", cyl(.1, .03, (0, 0, .015))), ("pole", cyl(.012, ph, (0, 0, ph / 2 + .03))),
+            ("motor housing", sphere(.045, (0, .03, ph + .15))), ("hub", cyl(.025, .03, (0, -.03, ph + .15), (0, 1, 0))),
+            ("guard", ring(.18, .004, (0, -.05, ph + .15), (0, 1, 0)))] + blades
+
+
+def vase(rng):
+    r, h = U(rng, .05, .08), U(rng, .18, .3)
+    return [("body", sphere(r * 1.4, (0, 0, h * .35), 20)), ("neck", cyl(r * .5, h * .35, (0, 0, h * .7))),
+            ("rim", ring(r * .55, .006, (0, 0, h * .875), (0, 0, 1)))]
+
+
+def plant_pot(rng):
+    r, h = U(rng, .07, .1), U(rng, .08, .12)
+    leaves = [("foliage", sphere(U(rng, .04, .07), (U(rng, -.04, .04), U(rng, -.04, .04), h + U(rng, .06, .12)), 10)) for _ in range(3)]
+    return [("planter", shell(r, h)), ("soil", cyl(r * .95, .01, (0, 0, h * .85))), ("saucer", cyl(r * 1.2, .012, (0, 0, .006)))] + leaves
+
+
+def candle(rng):
+    r, h = U(rng, .025, .04), U(rng, .06, .15)
+    return [("wax", cyl(r, h, (0, 0, h / 2))), ("wick", cyl(.0015, .012, (0, 0, h + .006))),
+            ("holder", cyl(r * 1.6, .012, (0, 0, .006)))]
+
+
+def clock(rng):
+    r = U(rng, .1, .15)
+    return [("frame", ring(r, .012, (0, 0, r + .02), (0, 1, 0))), ("dial", cyl(r, .008, (0, .004, r + .02), (0, 1, 0))),
+            ("clock hand", box(.005, .004, r * .7, (0, -.004, r + .02 + r * .35))),
+            ("clock hand", box(r * .5, .004, .006, (r * .25, -.006, r + .02))), ("stand", box(r, .06, .02, (0, 0, .01)))]
+
+
+def backpack(rng):
+    w, d, h = U(rng, .28, .34), U(rng, .14, .2), U(rng, .38, .48)
+    return [("body", box(w, d, h, (0, 0, h / 2))), ("front pocket", box(w * .7, .05, h * .35, (0, -d / 2 - .025, h * .3))),
+            ("shoulder strap", box(.05, .02, h * .8, (-w * .25, d / 2 + .01, h * .5))),
+            ("shoulder strap", box(.05, .02, h * .8, (w * .25, d / 2 + .01, h * .5))),
+            ("top handle", ring(.04, .006, (0, 0, h), (0, 1, 0), keep=lambda v: v[:, 2] > 0))]
+
+
+def helmet(rng):
+    r = U(rng, .11, .14)
+    return [("shell", hemisphere(r, (0, 0, 0), upward=False).translate((0, 0, .02))),
+            ("visor", box(r * 1.4, .06, .006, (0, -r * .9, .025))), ("chin strap", ring(r * .8, .004, (0, 0, .02), (1, 0, 0),
+                                                                                          keep=lambda v: v[:, 1] < 0))]
+
+
+def phone(rng):
+    w, h = U(rng, .065, .08), U(rng, .14, .17)
+    return [("body", box(w, h, .008, (0, 0, .004))), ("screen", box(w * .92, h * .9, .001, (0, 0, .0085))),
+            ("camera", cyl(.006, .002, (-w * .3, h * .4, -.001))), ("side button", box(.002, .015, .003, (w / 2 + .001, h * .2, .004)))]
+
+
+def stapler(rng):
+    L = U(rng, .14, .18)
+    return [("base", box(L, .04, .012, (0, 0, .006))), ("arm", box(L * .92, .035, .02, (-.005, 0, .035))),
+            ("hinge", cyl(.008, .045, (-L / 2 + .01, 0, .022), (0, 1, 0))), ("anvil", box(.02, .02, .004, (L / 2 - .015, 0, .014)))]
 
 
 CATEGORY_GENERATORS = {
@@ -389,6 +498,9 @@ CATEGORY_GENERATORS = {
     "drawer": drawer, "door": door, "faucet": faucet, "shelf": shelf, "trash can": trash_can,
     "box": box_with_lid, "bag": bag, "laptop": laptop, "headphones": headphones, "watering can": watering_can,
     "dumbbell": dumbbell, "kettlebell": kettlebell, "umbrella": umbrella, "computer mouse": computer_mouse,
+    "microwave": microwave, "refrigerator": refrigerator, "suitcase": suitcase, "fan": fan, "vase": vase,
+    "plant pot": plant_pot, "candle": candle, "clock": clock, "backpack": backpack, "helmet": helmet, "phone": phone,
+    "stapler": stapler,
 }
 
 # Canonical part name -> synonyms a user may type (training samples one at random per shape).
@@ -414,7 +526,36 @@ PART_SYNONYMS = {
     "keyboard": ["keyboard", "keys", "base deck", "typing surface"], "screen": ["screen", "display", "monitor", "lid screen"],
     "headband": ["headband", "head band", "band", "arch"], "earcup": ["earcup", "ear cup", "earpiece", "ear pad"],
     "weight": ["weight", "plate", "weight plate", "bell end"], "canopy": ["canopy", "umbrella canopy", "cover cloth", "top canopy"],
-    "wheel": ["wheel", "scroll wheel", "roller", "scroll"], "board": ["board", "chopping surface", "cutting surface", "plank"],
+    "wheel": ["wheel", "scroll wheel", "roller", "caster"], "board": ["board", "chopping surface", "cutting surface", "plank"],
+    "rim": ["rim", "lip", "brim", "edge ring"], "label": ["label", "sticker", "wrapper", "printed label"],
+    "bolster": ["bolster", "guard", "finger guard", "collar of the knife"], "face": ["face", "striking face", "hammer face", "poll"],
+    "claw": ["claw", "nail puller", "claw end", "split claw"], "touchpad": ["touchpad", "trackpad", "touch pad", "mouse pad"],
+    "bulb": ["bulb", "light bulb", "lamp bulb", "light"], "switch": ["switch", "power switch", "on off switch", "toggle"],
+    "lens": ["lens", "glass lens", "front lens", "light window"], "apron": ["apron", "skirt", "table apron", "rail"],
+    "stretcher": ["stretcher", "crossbar", "leg brace", "rung"], "lock": ["lock", "keyhole", "door lock", "deadbolt"],
+    "aerator": ["aerator", "faucet tip", "spout tip", "mouthpiece"], "zipper": ["zipper", "zip", "zip fastener", "closure zip"],
+    "pocket": ["pocket", "side pocket", "pouch", "compartment"], "rivet": ["rivet", "rivets", "fastener", "stud"],
+    "collar": ["collar", "weight collar", "clip collar", "lock ring"], "cushion": ["cushion", "ear cushion", "padding", "pad"],
+    "rose": ["rose", "sprinkler head", "sprinkler", "spray rose"], "cable": ["cable", "cord", "wire", "lead"],
+    "back panel": ["back panel", "backboard", "rear panel", "back board"], "hook": ["hook", "hanging hook", "hanger", "loop"],
+    "window": ["window", "glass window", "viewing window", "door glass"],
+    "control panel": ["control panel", "controls", "keypad", "button panel"],
+    "freezer door": ["freezer door", "freezer", "top door", "freezer compartment"],
+    "telescoping handle": ["telescoping handle", "pull handle", "trolley handle", "extendable handle"],
+    "carry handle": ["carry handle", "top grip", "carrying handle", "lift handle"],
+    "fan blade": ["fan blade", "propeller", "vane", "impeller blade"], "motor housing": ["motor housing", "motor", "motor casing", "engine cover"],
+    "hub": ["hub", "center cap", "spinner", "blade hub"], "guard": ["guard", "fan guard", "grille", "cage"],
+    "planter": ["planter", "flower pot", "plant container", "pot"], "soil": ["soil", "dirt", "earth", "potting soil"],
+    "saucer": ["saucer", "drip tray", "plate under the pot", "tray"], "foliage": ["foliage", "leaves", "plant", "greenery"],
+    "wax": ["wax", "candle body", "wax column", "candle wax"], "wick": ["wick", "candle wick", "string", "flame end"],
+    "holder": ["holder", "candle holder", "candlestick", "dish"], "frame": ["frame", "bezel", "outer ring", "casing ring"],
+    "dial": ["dial", "clock face", "watch face", "face plate"], "clock hand": ["clock hand", "hand", "pointer", "needle"],
+    "stand": ["stand", "support stand", "feet", "pedestal"], "front pocket": ["front pocket", "outer pocket", "pouch pocket", "front pouch"],
+    "shoulder strap": ["shoulder strap", "strap", "backpack strap", "harness"], "top handle": ["top handle", "grab loop", "haul loop", "carry loop"],
+    "shell": ["shell", "helmet shell", "outer shell", "dome"], "visor": ["visor", "peak", "sun visor", "brim visor"],
+    "chin strap": ["chin strap", "strap under the chin", "buckle strap", "chinstrap"],
+    "camera": ["camera", "camera lens", "rear camera", "lens bump"], "side button": ["side button", "volume button", "power button", "side key"],
+    "anvil": ["anvil", "staple anvil", "crimp plate", "clincher"],
 }
 
 # Held out for open-vocabulary evaluation: never seen in training, nor are the part names that

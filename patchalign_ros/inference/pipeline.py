@@ -122,6 +122,7 @@ class ObjectResult:
     parts: list = field(default_factory=list)
     keypoints: list = field(default_factory=list)
     point_labels: np.ndarray | None = None  # per point of point_indices: index into queries, -1 none
+    point_scores: np.ndarray | None = None  # per point: probability of its best query
 
     def to_dict(self) -> dict:
         return {"id": self.id, "point_indices": self.point_indices.tolist(), "centroid": _vec(self.centroid),
@@ -153,6 +154,14 @@ class SegmentationResult:
             if obj.point_labels is not None:
                 labels[obj.point_indices] = obj.point_labels
         return labels
+
+    def point_score_array(self) -> np.ndarray:
+        """Best-query probability per input point (0 outside objects and for invalid points)."""
+        scores = np.zeros(self.num_points, dtype=np.float32)
+        for obj in self.objects:
+            if obj.point_scores is not None:
+                scores[obj.point_indices] = obj.point_scores
+        return scores
 
 
 def _vec(v) -> list:
@@ -297,7 +306,8 @@ class PartFinder:
             best = probs.argmax(axis=1)
             conf = probs[np.arange(len(best)), best]
             best = np.where(conf >= self.config.unknown_threshold, best, len(vocabulary))
-            obj = ObjectResult(obj_id, idx, xyz[idx].mean(axis=0), point_labels=np.where(best < len(vocabulary), best, -1))
+            obj = ObjectResult(obj_id, idx, xyz[idx].mean(axis=0), point_labels=np.where(best < len(vocabulary), best, -1),
+                               point_scores=conf)
             for lab in np.unique(best):
                 members = best == lab
                 if members.sum() < self.config.min_part_points:
@@ -320,7 +330,7 @@ class PartFinder:
     def _build_object(self, obj_id, xyz, idx, probs, queries, threshold, up, keypoints) -> ObjectResult:
         pts = xyz[idx]
         labels = labeling.assign_labels(probs, threshold)
-        obj = ObjectResult(obj_id, idx, pts.mean(axis=0), point_labels=labels)
+        obj = ObjectResult(obj_id, idx, pts.mean(axis=0), point_labels=labels, point_scores=probs.max(axis=1))
         diag = float(np.linalg.norm(np.ptp(pts, axis=0)))
         for q, name in enumerate(queries):
             members = labels == q

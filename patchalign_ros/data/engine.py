@@ -1,0 +1,204 @@
+"""The data engine: part-labelled samples from the shape library, seen as a whole surface or
+as a single-view depth capture, written to npz shards and read back for training.
+
+A sample is ``points`` (N, 3) float32 (z-up, object frame), ``labels`` (N,) int16 indices into
+``part_names`` (the shape's canonical part names), and its ``category``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .shapes import CATEGORY_GENERATORS, make_shape
+from .synthetic import LabeledMesh, look_at, sample_surface
+
+
+@dataclass
+class Sample:
+    points: np.ndarray
+    labels: np.ndarray
+    part_names: list
+    category: str
+    kind: str  # "full" | "depth"
+
+
+def random_rotation_about_z(rng, max_tilt_deg: float = 8.0) -> np.ndarray:
+    """Random yaw plus a small tilt: headings do not matter, gravity is roughly known."""
+    from scipy.spatial.transform import Rotation
+
+    tilt = np.deg2rad(max_tilt_deg)
+    return Rotation.from_euler("zxy", [rng.uniform(0, 2 * np.pi), rng.uniform(-tilt, tilt),
+                                       rng.uniform(-tilt, tilt)]).as_matrix()
+
+
+def _resample(points, labels, n, rng):
+    if len(points) >= n:
+        idx = rng.choice(len(points), n, replace=False)
+    else:
+        idx = np.concatenate([np.arange(len(points)), rng.choice(len(points), n - len(points))])
+    return points[idx], labels[idx]
+
+
+def full_sample(shape: LabeledMesh, n: int, rng) -> Sample:
+    pts, lab = sample_surface(shape, n, rng)
+    return Sample(pts.astype(np.float32), lab.astype(np.int16), shape.part_names, shape.category, "full")
+
+
+def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int = 150,
+                 noise: float = 0.0015, min_points: int = 200) -> Sample | None:
+    """Ray-cast one view of the object from a random viewpoint above the table, with depth
+    noise growing with range, dropout at grazing angles and depth edges. None if too little is
+    seen. Points are returned in the object frame (z-up), as the scene pipeline delivers them."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    names = shape.part_names
+    gid_part = {}
+    for name, mesh in shape.parts:
+        gid_part[scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))] = names.index(name)
+    verts = np.concatenate([np.asarray(m.vertices) for _, m in shape.parts])
+    center = (verts.min(0) + verts.max(0)) / 2
+    radius = float(np.linalg.norm(verts.max(0) - verts.min(0))) / 2
+    elev, azim = np.deg2rad(rng.uniform(10, 65)), rng.uniform(0, 2 * np.pi)
+    dist = radius * rng.uniform(2.2, 3.5)
+    eye = center + dist * np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
+    pose = look_at(eye, center)
+    f = width / (2 * np.tan(np.deg2rad(rng.uniform(25, 35))))
+    intrinsic = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])
+    rays = scene.create_rays_pinhole(o3d.core.Tensor(intrinsic), o3d.core.Tensor(np.linalg.inv(pose)), width, height)
+    hit = scene.cast_rays(rays)
+    t = hit["t_hit"].numpy()
+    r = rays.numpy()
+    valid = np.isfinite(t)
+    dirs = r[..., 3:] / np.linalg.norm(r[..., 3:], axis=-1, keepdims=True)
+    cos_inc = np.abs((hit["primitive_normals"].numpy() * dirs).sum(-1))
+    valid &= cos_inc > rng.uniform(0.05, 0.2)  # grazing returns drop out
+    depth = np.where(valid, t, np.nan)
+    # Depth edges lose returns on real sensors (mixed pixels): drop pixels next to a jump.
+    pad = np.pad(depth, 1, constant_values=np.nan)
+    jumps = np.zeros_like(valid)
+    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+        nb = pad[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+        jumps |= ~np.isfinite(nb) | (np.abs(nb - depth) > 0.02 * np.nan_to_num(depth, nan=1.0))
+    valid &= ~(jumps & (rng.random(valid.shape) < 0.5))
+    if valid.sum() < min_points:
+        return None
+    tt = t[valid] + rng.normal(0, noise, valid.sum()) * t[valid] ** 2 / max(dist, 1e-3) ** 2 * dist ** 2
+    pts = r[..., :3][valid] + r[..., 3:][valid] * tt[:, None]
+    gids = hit["geometry_ids"].numpy()[valid]
+    labels = np.array([gid_part[int(g)] for g in gids], dtype=np.int16)
+    pts, labels = _resample(pts, labels, n, rng)
+    return Sample(pts.astype(np.float32), labels, names, shape.category, "depth")
+
+
+def generate_samples(categories, shapes_per_category: int, n_points: int, seed: int, depth_fraction: float = 0.5,
+                     progress: bool = True):
+    """Yield samples: for each category, shapes with random proportions, each seen either
+    whole or as one depth view, in random yaw."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    jobs = [(c, i) for c in categories for i in range(shapes_per_category)]
+    for category, _ in tqdm(jobs, desc="generating", disable=not progress, unit="shape"):
+        shape = make_shape(category, rng)
+        sample = None
+        if rng.random() < depth_fraction:
+            sample = depth_sample(shape, n_points, rng)
+        if sample is None:
+            sample = full_sample(shape, n_points, rng)
+        rot = random_rotation_about_z(rng)
+        sample.points = (sample.points @ rot.T).astype(np.float32)
+        yield sample
+
+
+def write_shards(samples, out_dir, shard_size: int = 512) -> list:
+    """Write samples to ``shard_NNNNN.npz`` (+ ``index.json``); returns the shard paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, buf = [], []
+
+    def flush():
+        if not buf:
+            return
+        max_parts = max(len(s.part_names) for s in buf)
+        names = np.array([s.part_names + [""] * (max_parts - len(s.part_names)) for s in buf])
+        path = out_dir / f"shard_{len(paths):05d}.npz"
+        np.savez_compressed(path, points=np.stack([s.points for s in buf]), labels=np.stack([s.labels for s in buf]),
+                            part_names=names, category=np.array([s.category for s in buf]),
+                            kind=np.array([s.kind for s in buf]))
+        paths.append(path)
+        buf.clear()
+
+    count = 0
+    for s in samples:
+        buf.append(s)
+        count += 1
+        if len(buf) >= shard_size:
+            flush()
+    flush()
+    (out_dir / "index.json").write_text(json.dumps({"samples": count, "shards": [p.name for p in paths]}, indent=1))
+    return paths
+
+
+class ShardDataset:
+    """All samples of a shard directory in memory (they are small); indexable, len()."""
+
+    def __init__(self, root):
+        root = Path(root)
+        shards = sorted(root.glob("shard_*.npz"))
+        if not shards:
+            raise FileNotFoundError(f"no shards in {root}")
+        pts, labels, names, cats, kinds = [], [], [], [], []
+        for path in shards:
+            with np.load(path, allow_pickle=False) as d:
+                pts.append(d["points"])
+                labels.append(d["labels"])
+                names += [[n for n in row if n] for row in d["part_names"].tolist()]
+                cats += d["category"].tolist()
+                kinds += d["kind"].tolist()
+        self.points = np.concatenate(pts)
+        self.labels = np.concatenate(labels)
+        self.part_names, self.categories, self.kinds = names, cats, kinds
+
+    def __len__(self):
+        return len(self.points)
+
+    def __getitem__(self, i) -> Sample:
+        return Sample(self.points[i], self.labels[i], self.part_names[i], self.categories[i], self.kinds[i])
+
+
+# --- readers for public part datasets (formats users have) ---------------------------------
+def read_shapenetpart_txt(path) -> tuple[np.ndarray, np.ndarray]:
+    """ShapeNetPart ``v0_normal`` file: rows ``x y z nx ny nz part_label``."""
+    data = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    if data.shape[1] != 7:
+        raise ValueError(f"{path}: expected 7 columns (xyz, normal, label), got {data.shape[1]}")
+    return data[:, :3].astype(np.float32), data[:, 6].astype(np.int64)
+
+
+def read_partnet_mobility_point_sample(directory) -> tuple[np.ndarray, np.ndarray]:
+    """PartNet-Mobility ``point_sample/``: ``pts-10000.txt`` (x y z) and ``label-10000.txt``."""
+    directory = Path(directory)
+    pts_file = next(iter(sorted(directory.glob("pts-*.txt"))), None)
+    lab_file = next(iter(sorted(directory.glob("label-*.txt"))), None)
+    if pts_file is None or lab_file is None:
+        raise FileNotFoundError(f"{directory}: expected pts-*.txt and label-*.txt")
+    pts = np.loadtxt(pts_file, dtype=np.float32, ndmin=2)[:, :3]
+    labels = np.loadtxt(lab_file, dtype=np.int64, ndmin=1)
+    if len(labels) != len(pts):
+        raise ValueError(f"{directory}: {len(pts)} points but {len(labels)} labels")
+    return pts, labels
+
+
+def read_keypointnet_json(path) -> dict:
+    """KeypointNet annotations (a list of {"class_id", "model_id", "keypoints": [{"xyz",
+    "semantic_id", "pcd_info"...}]}) -> {model_id: [(semantic_id, xyz), ...]}."""
+    entries = json.loads(Path(path).read_text())
+    out = {}
+    for entry in entries:
+        kps = [(int(k["semantic_id"]), np.asarray(k["xyz"], dtype=np.float32)) for k in entry.get("keypoints", [])]
+        out[str(entry["model_id"])] = kps
+    return out

@@ -1,0 +1,57 @@
+"""Training configuration (YAML files in config/, overridable from the command line)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    # model (a new model is built from these unless `init` names a checkpoint to start from)
+    model: dict = field(default_factory=lambda: dict(
+        trans_dim=192, depth=4, num_heads=3, encoder_dims=192, embed_widths=[64, 128, 256],
+        num_group=64, group_size=24, num_points=1024, text_dim=384, text_encoder="minilm"))
+    init: str | None = None             # checkpoint to start from (e.g. Stage 1 output)
+    # data
+    data_dir: str = "data/train"        # shards; generated if missing
+    categories: str = "seen"            # seen | all | comma-separated list
+    shapes_per_category: int = 80
+    depth_fraction: float = 0.5
+    data_seed: int = 1
+    # optimisation
+    stage: int = 2
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    head_lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    freeze: str = "none"                # none | all_but_last (the paper's Stage 2 setting)
+    # augmentation
+    scale_jitter: float = 0.1
+    point_jitter: float = 0.004
+    # bookkeeping
+    out_dir: str = "runs/stage2"
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0                    # 0: torch's default
+    # stage 1 only
+    teacher: str = "random-cnn"         # random-cnn | dinov2:DIR (a local transformers model)
+    views: int = 4
+
+    @classmethod
+    def load(cls, path: str | None, overrides: dict | None = None) -> "TrainConfig":
+        data = {}
+        if path:
+            import yaml
+
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
