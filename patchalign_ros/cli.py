@@ -104,6 +104,33 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_process_bag(args) -> int:
+    from .ros.bag import process_bag
+
+    stats = process_bag(args.input, args.output, _parse_queries(args.queries), checkpoint=args.checkpoint,
+                        text_encoder=args.text_encoder, topic=args.topic, scene=not args.object,
+                        keypoints=not args.no_keypoints)
+    print(f"{stats['processed']} of {stats['clouds']} clouds processed, {stats['rejected']} rejected -> {args.output}")
+    for reason in sorted(set(stats["reasons"])):
+        print(f"  rejected: {reason}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .inference.pipeline import default_checkpoint
+    from .training.evaluate import SPLITS, format_table, run_evaluation
+
+    splits = [s.strip() for s in args.splits.split(",")]
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise UsageError(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
+    report = run_evaluation(args.checkpoint or default_checkpoint(), args.out_dir, splits,
+                            args.shapes_per_category, args.text_encoder)
+    print(format_table(report))
+    print(f"report -> {Path(args.out_dir) / 'report.json'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -154,6 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int)
     train.set_defaults(func=cmd_train)
 
+    ev = sub.add_parser("evaluate", help="mIoU/cIoU/boundary/keypoint IoU on held-out generated data")
+    ev.add_argument("--checkpoint", help="default: the bundled model")
+    ev.add_argument("--text-encoder")
+    ev.add_argument("--splits", default="seen-full,seen-depth,unseen")
+    ev.add_argument("--shapes-per-category", type=int, default=6)
+    ev.add_argument("--out-dir", default="eval_output")
+    ev.set_defaults(func=cmd_evaluate)
+
+    bag = sub.add_parser("process-bag", help="run on every PointCloud2 of a rosbag2, write the outputs to a new bag")
+    bag.add_argument("input", help="rosbag2 directory")
+    bag.add_argument("output", help="new rosbag2 directory")
+    bag.add_argument("--queries", required=True)
+    bag.add_argument("--topic", help="the PointCloud2 topic (default: all of them)")
+    bag.add_argument("--checkpoint")
+    bag.add_argument("--text-encoder")
+    bag.add_argument("--object", action="store_true", help="each cloud is one object (no scene segmentation)")
+    bag.add_argument("--no-keypoints", action="store_true")
+    bag.set_defaults(func=cmd_process_bag)
+
     demo = sub.add_parser("demo", help="a generated tabletop scene, end to end")
     demo.add_argument("--out-dir", default="demo_output")
     demo.add_argument("--checkpoint")
@@ -171,7 +217,7 @@ def main(argv=None) -> int:
     from .text import TextEncoderError
 
     expected = (InputError, PointCloudReadError, CheckpointError, TextEncoderError, UsageError, ValueError,
-                OSError)
+                OSError, KeyError)
     try:
         return args.func(args)
     except expected as exc:

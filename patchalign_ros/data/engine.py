@@ -23,6 +23,7 @@ class Sample:
     part_names: list
     category: str
     kind: str  # "full" | "depth"
+    instances: np.ndarray | None = None  # (N,) part-instance (mesh) index, when known
 
 
 def random_rotation_about_z(rng, max_tilt_deg: float = 8.0) -> np.ndarray:
@@ -34,17 +35,15 @@ def random_rotation_about_z(rng, max_tilt_deg: float = 8.0) -> np.ndarray:
                                        rng.uniform(-tilt, tilt)]).as_matrix()
 
 
-def _resample(points, labels, n, rng):
-    if len(points) >= n:
-        idx = rng.choice(len(points), n, replace=False)
-    else:
-        idx = np.concatenate([np.arange(len(points)), rng.choice(len(points), n - len(points))])
-    return points[idx], labels[idx]
+def _resample_index(total, n, rng):
+    if total >= n:
+        return rng.choice(total, n, replace=False)
+    return np.concatenate([np.arange(total), rng.choice(total, n - total)])
 
 
 def full_sample(shape: LabeledMesh, n: int, rng) -> Sample:
-    pts, lab = sample_surface(shape, n, rng)
-    return Sample(pts.astype(np.float32), lab.astype(np.int16), shape.part_names, shape.category, "full")
+    pts, lab, inst = sample_surface(shape, n, rng, return_instances=True)
+    return Sample(pts.astype(np.float32), lab.astype(np.int16), shape.part_names, shape.category, "full", inst)
 
 
 def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int = 150,
@@ -56,9 +55,10 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
 
     scene = o3d.t.geometry.RaycastingScene()
     names = shape.part_names
-    gid_part = {}
-    for name, mesh in shape.parts:
-        gid_part[scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))] = names.index(name)
+    gid_part, gid_mesh = {}, {}
+    for mesh_index, (name, mesh) in enumerate(shape.parts):
+        gid = scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+        gid_part[gid], gid_mesh[gid] = names.index(name), mesh_index
     verts = np.concatenate([np.asarray(m.vertices) for _, m in shape.parts])
     center = (verts.min(0) + verts.max(0)) / 2
     radius = float(np.linalg.norm(verts.max(0) - verts.min(0))) / 2
@@ -90,8 +90,9 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
     pts = r[..., :3][valid] + r[..., 3:][valid] * tt[:, None]
     gids = hit["geometry_ids"].numpy()[valid]
     labels = np.array([gid_part[int(g)] for g in gids], dtype=np.int16)
-    pts, labels = _resample(pts, labels, n, rng)
-    return Sample(pts.astype(np.float32), labels, names, shape.category, "depth")
+    instances = np.array([gid_mesh[int(g)] for g in gids], dtype=np.int64)
+    idx = _resample_index(len(pts), n, rng)
+    return Sample(pts[idx].astype(np.float32), labels[idx], names, shape.category, "depth", instances[idx])
 
 
 def generate_samples(categories, shapes_per_category: int, n_points: int, seed: int, depth_fraction: float = 0.5,

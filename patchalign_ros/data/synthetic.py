@@ -79,13 +79,14 @@ def chair(rng: np.random.Generator) -> LabeledMesh:
 CATEGORIES = {"mug": mug, "bottle": bottle, "box": box_with_lid, "chair": chair}
 
 
-def sample_surface(shape: LabeledMesh, n: int, rng: np.random.Generator):
-    """(points (n, 3), part label index per point into shape.part_names), area-weighted."""
+def sample_surface(shape: LabeledMesh, n: int, rng: np.random.Generator, return_instances: bool = False):
+    """(points (n, 3), part label index per point into shape.part_names), area-weighted; with
+    ``return_instances`` also the index of the mesh (part instance: one of four legs) per point."""
     names = shape.part_names
     areas = np.array([mesh.get_surface_area() for _, mesh in shape.parts])
     counts = rng.multinomial(n, areas / areas.sum())
-    pts, labels = [], []
-    for (name, mesh), c in zip(shape.parts, counts):
+    pts, labels, instances = [], [], []
+    for mesh_index, ((name, mesh), c) in enumerate(zip(shape.parts, counts)):
         if c == 0:
             continue
         v, t = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
@@ -97,6 +98,9 @@ def sample_surface(shape: LabeledMesh, n: int, rng: np.random.Generator):
         p = v[t[tri, 0]] + a * (v[t[tri, 1]] - v[t[tri, 0]]) + b * (v[t[tri, 2]] - v[t[tri, 0]])
         pts.append(p)
         labels.append(np.full(c, names.index(name)))
+        instances.append(np.full(c, mesh_index))
+    if return_instances:
+        return np.concatenate(pts), np.concatenate(labels), np.concatenate(instances)
     return np.concatenate(pts), np.concatenate(labels)
 
 

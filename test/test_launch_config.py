@@ -1,0 +1,49 @@
+"""What can be checked without `launch` (not installable here): the launch file's shape, that
+config/perception.yaml sets exactly the node's parameters, and that RViz shows its topics."""
+import ast
+from pathlib import Path
+
+import yaml
+
+from patchalign_ros.ros.node import PARAMETERS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_params_file_matches_node_parameters():
+    data = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
+    params = flatten(data["/**"]["ros__parameters"])
+    assert set(params) == set(PARAMETERS)
+    for name, value in params.items():
+        default = PARAMETERS[name][0]
+        assert type(value) is type(default) or (isinstance(default, float) and isinstance(value, float)), name
+        assert value == default, f"{name}: yaml {value!r} vs node default {default!r}"
+
+
+def test_launch_file_declares_the_documented_arguments():
+    tree = ast.parse((ROOT / "launch" / "perception.launch.py").read_text())
+    funcs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert "generate_launch_description" in funcs
+    declared = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
+                and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
+    assert declared == {"cloud_topic", "params_file", "checkpoint", "backend", "queries", "use_rviz"}
+    source = (ROOT / "launch" / "perception.launch.py").read_text()
+    assert '"~/input/points"' in source and 'executable="perception_node"' in source
+
+
+def test_rviz_config_shows_the_node_outputs():
+    cfg = yaml.safe_load((ROOT / "rviz" / "perception.rviz").read_text())
+    topics = {d["Topic"]["Value"]: d["Class"] for d in cfg["Visualization Manager"]["Displays"] if "Topic" in d}
+    assert topics == {"/patchalign_perception/labeled_points": "rviz_default_plugins/PointCloud2",
+                      "/patchalign_perception/markers": "rviz_default_plugins/MarkerArray",
+                      "/patchalign_perception/keypoints": "rviz_default_plugins/PoseArray"}

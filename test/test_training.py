@@ -1,0 +1,172 @@
+"""Data engine, dataset readers, Stage 1/2 training (smoke size, resumable) and evaluation."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_factory import random_net
+from patchalign_ros.data.engine import (ShardDataset, depth_sample, full_sample, generate_samples,
+                                        read_keypointnet_json, read_partnet_mobility_point_sample,
+                                        read_shapenetpart_txt, write_shards)
+from patchalign_ros.data.shapes import (CATEGORY_GENERATORS, PART_SYNONYMS, SEEN_CATEGORIES, UNSEEN_CATEGORIES,
+                                        make_shape, unseen_part_names)
+from patchalign_ros.model import PatchAlignModel, save_network
+from patchalign_ros.training.config import TrainConfig
+from patchalign_ros.training.evaluate import keypoint_iou, run_evaluation, shape_iou
+from patchalign_ros.training.stage1 import point_targets
+from patchalign_ros.training.stage2 import alignment_loss, fractional_targets, set_trainable
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = dict(trans_dim=48, depth=2, num_heads=2, encoder_dims=48, embed_widths=[16, 32, 64], num_group=16,
+                  group_size=8, num_points=256, text_dim=384, text_encoder="minilm")
+
+
+def test_shape_library_size_and_vocabulary():
+    assert len(CATEGORY_GENERATORS) >= 30
+    used = set()
+    for category in CATEGORY_GENERATORS:
+        shape = make_shape(category, np.random.default_rng(0))
+        used |= set(shape.part_names)
+        assert all(p in PART_SYNONYMS for p in shape.part_names), category
+    assert len(used) >= 80 and all(len(PART_SYNONYMS[p]) >= 3 for p in used)
+    assert not set(SEEN_CATEGORIES) & set(UNSEEN_CATEGORIES)
+    assert {"stem", "bristles", "canopy"} <= set(unseen_part_names())
+
+
+def test_depth_capture_is_partial_and_labelled():
+    shape = make_shape("jar", np.random.default_rng(1))  # closed: a view cannot see its far side
+    full = full_sample(shape, 2048, np.random.default_rng(2))
+    view = None
+    for seed in range(5):
+        view = depth_sample(shape, 2048, np.random.default_rng(seed))
+        if view is not None:
+            break
+    assert view is not None and view.kind == "depth" and view.points.shape == (2048, 3)
+    assert set(np.unique(view.labels)) <= {0, 1} and view.instances is not None
+    # one view sees one side of the wall: fewer azimuth sectors than the whole surface
+    def sectors(p):
+        wall = p[(p[:, 2] > 0.01) & (p[:, 2] < 0.8 * full.points[:, 2].max())]
+        return len(np.unique(np.round(np.degrees(np.arctan2(wall[:, 1], wall[:, 0])) / 20)))
+    assert sectors(view.points) <= 0.7 * sectors(full.points)
+
+
+def test_shards_round_trip(tmp_path):
+    samples = list(generate_samples(["mug", "chair", "knife"], 3, 256, seed=4, progress=False))
+    write_shards(samples, tmp_path, shard_size=4)
+    assert len(list(tmp_path.glob("shard_*.npz"))) == 3
+    ds = ShardDataset(tmp_path)
+    assert len(ds) == 9
+    for i, s in enumerate(samples):
+        np.testing.assert_array_equal(ds[i].points, s.points)
+        np.testing.assert_array_equal(ds[i].labels, s.labels)
+        assert ds[i].part_names == s.part_names and ds[i].category == s.category
+
+
+def test_public_dataset_readers(tmp_path):
+    rows = np.hstack([np.random.rand(20, 6), np.random.randint(0, 3, (20, 1))])
+    np.savetxt(tmp_path / "shape.txt", rows)
+    pts, lab = read_shapenetpart_txt(tmp_path / "shape.txt")
+    assert pts.shape == (20, 3) and (lab == rows[:, 6]).all()
+    ps = tmp_path / "point_sample"
+    ps.mkdir()
+    np.savetxt(ps / "pts-10000.txt", np.random.rand(15, 3))
+    np.savetxt(ps / "label-10000.txt", np.arange(15) % 4, fmt="%d")
+    pts, lab = read_partnet_mobility_point_sample(ps)
+    assert pts.shape == (15, 3) and lab.tolist() == (np.arange(15) % 4).tolist()
+    (tmp_path / "kp.json").write_text(json.dumps([{"class_id": "03001627", "model_id": "abc", "keypoints": [
+        {"xyz": [0.1, 0.2, 0.3], "semantic_id": 2, "pcd_info": {"point_index": 5}}]}]))
+    kps = read_keypointnet_json(tmp_path / "kp.json")
+    assert kps["abc"][0][0] == 2 and np.allclose(kps["abc"][0][1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="7 columns"):
+        np.savetxt(tmp_path / "bad.txt", np.random.rand(5, 4))
+        read_shapenetpart_txt(tmp_path / "bad.txt")
+
+
+def test_fractional_targets_and_loss():
+    labels = torch.tensor([[0, 0, 1, 2]])
+    patch_index = torch.tensor([[[0, 1], [1, 2], [2, 3]]])
+    t = fractional_targets(labels, patch_index, 3)
+    assert torch.allclose(t[0], torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [0, 0.5, 0.5]]))
+    feats = torch.nn.functional.normalize(torch.randn(1, 3, 8), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(1, 4, 8), dim=-1)
+    mask = torch.tensor([[True, True, True, False]])
+    targets = torch.cat([t, torch.zeros(1, 3, 1)], dim=-1)
+    loss, logits = alignment_loss(feats, text, mask, targets, torch.tensor(10.0), torch.tensor(0.0))
+    assert torch.isfinite(loss) and logits.shape == (1, 3, 4)
+    # the padded fourth label must not influence the loss
+    text2 = text.clone()
+    text2[0, 3] = -text2[0, 3]
+    loss2, _ = alignment_loss(feats, text2, mask, targets, torch.tensor(10.0), torch.tensor(0.0))
+    assert torch.allclose(loss, loss2)
+
+
+def test_freeze_all_but_last_block():
+    net = random_net(seed=0, depth=3)
+    set_trainable(net, "all_but_last")
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert "model.blocks.blocks.2.attn.qkv.weight" in trainable and "proj.proj.weight" in trainable
+    assert "model.blocks.blocks.0.attn.qkv.weight" not in trainable
+    assert "model.encoder.first_conv.0.weight" not in trainable
+
+
+def run_train(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "patchalign_ros", "train", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_stage2_cli_trains_saves_and_resumes(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({"model": TINY_MODEL, "categories": "mug,bottle,chair", "shapes_per_category": 4,
+                               "batch_size": 4, "checkpoint_every": 2, "warmup_steps": 1, "device": "cpu"}))
+    out, data = tmp_path / "run", tmp_path / "data"
+    first = run_train("--config", cfg, "--steps", 2, "--out-dir", out, "--data-dir", data)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (data / "index.json").exists() and (out / "last.pt").exists()
+    second = run_train("--config", cfg, "--steps", 4, "--out-dir", out, "--data-dir", data)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resuming from step 2" in second.stdout
+    history = json.loads((out / "history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3, 4] and all(np.isfinite(h["loss"]) for h in history)
+    model = PatchAlignModel.from_checkpoint(out / "model.safetensors")
+    assert model.config.depth == 2 and model.config.num_group == 16
+    assert (out / "training_curve.png").stat().st_size > 1000
+
+
+def test_stage1_point_targets_and_cli(tmp_path):
+    points = np.array([[0.0, 0, 0], [1, 0, 0]])
+    fmap = torch.arange(8, dtype=torch.float32).reshape(1, 2, 2, 2)  # one view, 2 channels, 2x2
+    hits = np.array([[[[0.0, 0, 0], [0.9, 0, 0]], [[np.nan] * 3, [5.0, 5, 5]]]])
+    feats, seen = point_targets(points, fmap, hits, max_dist=0.2)
+    assert seen.tolist() == [True, True]
+    cfg = tmp_path / "s1.yaml"
+    cfg.write_text(json.dumps({"model": TINY_MODEL, "categories": "mug,chair", "shapes_per_category": 2,
+                               "batch_size": 2, "views": 2, "device": "cpu", "teacher": "random-cnn"}))
+    proc = run_train("--config", cfg, "--stage", 1, "--steps", 2, "--out-dir", tmp_path / "s1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert PatchAlignModel.from_checkpoint(tmp_path / "s1" / "model.safetensors").config.depth == 2
+
+
+def test_iou_and_keypoint_iou():
+    gt = np.array([0, 0, 1, 1])
+    assert shape_iou(np.array([0, 0, 1, 1]), gt)[0] == 1.0
+    assert shape_iou(np.array([0, 0, 0, 1]), gt)[0] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    line = np.stack([np.linspace(0, 1, 101), np.zeros(101), np.zeros(101)], axis=1)
+    scores = keypoint_iou(line, np.array([0, 100]), np.array([2, 60]))
+    assert scores[0.01] == 0.0 and scores[0.02] == pytest.approx(1 / 3)  # 1 TP, 1 FP, 1 FN
+
+
+def test_evaluate_report(tmp_path, minilm):
+    ckpt = save_network(random_net(seed=1, **{k: v for k, v in TINY_MODEL.items() if k != "text_encoder"}),
+                        tmp_path / "m.safetensors")
+    report = run_evaluation(ckpt, tmp_path / "eval", splits=("unseen",), shapes_per_category=1, progress=False)
+    s = report["splits"]["unseen"]
+    assert s["shapes"] == len(UNSEEN_CATEGORIES) and 0 <= s["mIoU"] <= 100 and 0 <= s["boundary_mIoU"] <= 100
+    assert set(s["keypoint_IoU"]) == {str(round(0.01 * i, 2)) for i in range(1, 11)}
+    assert Path(s["examples_png"]).stat().st_size > 10_000
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["splits"]["unseen"]["mIoU"] == s["mIoU"]
