@@ -131,6 +131,52 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import torch
+
+    from .model import PatchAlignModel, load_network
+    from .model.backends import OnnxRuntimeBackend, export_onnx
+
+    if not args.onnx and not args.engine:
+        raise UsageError("nothing to do: give --onnx OUT.onnx and/or --engine OUT.plan")
+    net = load_network(args.checkpoint)
+    onnx_path = Path(args.onnx or Path(args.engine).with_suffix(".onnx"))
+    export_onnx(net, onnx_path)
+    # parity against the torch path on random groups, batch 3
+    cfg = net.cfg
+    neighborhood = torch.randn(3, cfg.num_group, cfg.group_size, 3) * 0.1
+    centers = torch.randn(3, cfg.num_group, 3) * 0.5
+    with torch.inference_mode():
+        reference = net.forward_groups(neighborhood, centers)
+    diff = float((OnnxRuntimeBackend(onnx_path).run(neighborhood, centers) - reference).abs().max())
+    print(f"ONNX -> {onnx_path} (onnx.checker ok; max |onnxruntime - torch| = {diff:.2e} at batch 3)")
+    if diff > 1e-4:
+        raise UsageError(f"ONNX parity check failed: {diff:.2e} > 1e-4")
+    if args.engine:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            raise UsageError("--engine needs the tensorrt Python package (and a CUDA GPU); the ONNX file is written") from None
+        from .model.tensorrt_engine import build_or_load_engine, export_fp16_onnx
+
+        if args.fp16:
+            export_fp16_onnx(net, onnx_path.with_name(onnx_path.stem + ".fp16.onnx"))
+        model_id = PatchAlignModel(net, source=args.checkpoint).model_id
+        engine, _ = build_or_load_engine(onnx_path, cfg, model_id, fp16=args.fp16, max_batch=args.max_batch,
+                                         build_only=args.build_only)
+        print(f"TensorRT engine built and cached beside {onnx_path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_report, run_bench
+
+    report = run_bench(args.checkpoint, args.out, repeat=args.repeat, full_size=not args.skip_full_size)
+    print(format_report(report))
+    print(f"report -> {args.out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -180,6 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto | cpu | cuda")
     train.add_argument("--threads", type=int)
     train.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="export the encoder to ONNX (parity-checked) and optionally a TensorRT engine")
+    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--onnx", help="output .onnx")
+    ex.add_argument("--engine", help="output TensorRT engine (needs tensorrt and a GPU)")
+    ex.add_argument("--fp16", action="store_true")
+    ex.add_argument("--max-batch", type=int, default=8)
+    ex.add_argument("--build-only", action="store_true")
+    ex.set_defaults(func=cmd_export)
+
+    be = sub.add_parser("bench", help="speed of every backend, grouping, a 640x480 scene, text queries")
+    be.add_argument("--checkpoint", help="default: the bundled model")
+    be.add_argument("--out", default="bench_report.json")
+    be.add_argument("--repeat", type=int, default=5)
+    be.add_argument("--skip-full-size", action="store_true", help="skip the 22 M-parameter random model")
+    be.set_defaults(func=cmd_bench)
 
     ev = sub.add_parser("evaluate", help="mIoU/cIoU/boundary/keypoint IoU on held-out generated data")
     ev.add_argument("--checkpoint", help="default: the bundled model")

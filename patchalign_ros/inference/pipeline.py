@@ -206,8 +206,10 @@ class PartFinder:
 
     @classmethod
     def load(cls, checkpoint=None, text_encoder: str | None = None, device: str = "cpu",
-             config: InferenceConfig | None = None, cache_dir="default") -> "PartFinder":
-        model = PatchAlignModel.from_checkpoint(checkpoint or default_checkpoint(), device=device)
+             config: InferenceConfig | None = None, cache_dir="default", backend: str = "torch",
+             precision: str = "fp32") -> "PartFinder":
+        model = PatchAlignModel.from_checkpoint(checkpoint or default_checkpoint(), device=device, backend=backend,
+                                                precision=precision)
         encoder = load_text_encoder(text_encoder or model.config.text_encoder, device=device)
         return cls(model, PromptEmbedder(encoder, cache_dir=cache_dir), config)
 

@@ -28,18 +28,35 @@ class EncoderOutput:
 
 
 class PatchAlignModel:
-    """A loaded PatchAlign3D encoder with its config; inference only."""
+    """A loaded PatchAlign3D encoder with its config; inference only.
 
-    def __init__(self, net: PatchAlignNet, device: str = "cpu", source: str | None = None):
+    ``backend``: ``torch`` (the fused encoder, fp32 / fp16 on CUDA / bf16), ``torch-eager``
+    (the reference network as trained), ``onnxruntime``, ``tensorrt`` or ``auto``.
+    Grouping (FPS + kNN) always runs in torch on ``device``.
+    """
+
+    def __init__(self, net: PatchAlignNet, device: str = "cpu", source: str | None = None,
+                 backend: str = "torch-eager", precision: str = "fp32"):
         self.net = net.to(device).eval()
         self.device = torch.device(device)
         self.source = source
+        self.precision = precision
+        self._model_id = None
+        if backend == "torch-eager":
+            self.backend = None
+            self.backend_name = "torch-eager"
+        else:
+            from .backends import make_backend
+
+            weights = resolve_paths(source)[0] if source else None
+            self.backend = make_backend(backend, self.net, str(device), weights, self.model_id, precision)
+            self.backend_name = self.backend.name
 
     @classmethod
-    def from_checkpoint(cls, path, device: str = "cpu", backend: str = "torch") -> "PatchAlignModel":
-        if backend != "torch":
-            raise ValueError(f"backend {backend!r} is not available; this build has 'torch'")
-        return cls(load_network(path, device=device), device=device, source=str(path))
+    def from_checkpoint(cls, path, device: str = "cpu", backend: str = "torch",
+                        precision: str = "fp32") -> "PatchAlignModel":
+        return cls(load_network(path, device=device), device=device, source=str(path), backend=backend,
+                   precision=precision)
 
     @property
     def config(self) -> ModelConfig:
@@ -53,14 +70,18 @@ class PatchAlignModel:
     @property
     def model_id(self) -> str:
         """Short content hash of the weights (for caches keyed by model)."""
-        if self.source is None:
-            return "in-memory"
-        weights, _ = resolve_paths(self.source)
-        digest = hashlib.sha1()
-        with open(weights, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()[:16]
+        if self._model_id is None:
+            digest = hashlib.sha1()
+            if self.source is None:
+                for k, v in sorted(self.net.state_dict().items()):
+                    digest.update(k.encode())
+                    digest.update(v.detach().cpu().numpy().tobytes())
+            else:
+                with open(resolve_paths(self.source)[0], "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            self._model_id = digest.hexdigest()[:16]
+        return self._model_id
 
     @torch.inference_mode()
     def encode(self, points) -> EncoderOutput:
@@ -78,5 +99,9 @@ class PatchAlignModel:
         if not torch.isfinite(pts).all():
             raise ValueError("points contain NaN or Inf; clean them first (inference.preprocess)")
         pts = pts.to(self.device, torch.float32)
-        features, centers, patch_index = self.net(pts)
+        neighborhood, centers, patch_index = self.net.group(pts)
+        if self.backend is None:
+            features = self.net.forward_groups(neighborhood, centers)
+        else:
+            features = self.backend.run(neighborhood, centers)
         return EncoderOutput(features, centers, patch_index)

@@ -39,7 +39,8 @@ NODE_NAME = "patchalign_perception"
 # name -> (default, description). Scene settings map onto SceneConfig fields.
 PARAMETERS = {
     "checkpoint": ("", "model weights (.safetensors + .json or an official .pt); empty: the bundled default"),
-    "backend": ("torch", "inference backend: torch | auto"),
+    "backend": ("torch", "encoder backend: torch | onnxruntime | tensorrt | auto | torch-eager"),
+    "precision": ("fp32", "fp32 | fp16 (CUDA, TensorRT) | bf16 (CPUs with AVX-512 bf16)"),
     "device": ("cpu", "torch device: cpu | cuda"),
     "text_encoder": ("", "minilm | sentence-transformers:DIR | openclip:MODEL@CKPT; empty: the model's own"),
     "queries": (["handle"], "part names published continuously on ~/segments (empty: only on request)"),
@@ -133,16 +134,14 @@ class PerceptionNode(LifecycleNode):
     def on_configure(self, state):
         from ..inference.pipeline import PartFinder
 
-        backend = self.p("backend")
-        if backend not in ("torch", "auto"):
-            self.get_logger().warning(f"backend {backend!r} is not available in this build; using torch")
         if self.p("threads"):
             import torch
 
             torch.set_num_threads(int(self.p("threads")))
         try:
             self._finder = PartFinder.load(self.p("checkpoint") or None, text_encoder=self.p("text_encoder") or None,
-                                           device=self.p("device"), config=self._inference_config())
+                                           device=self.p("device"), config=self._inference_config(),
+                                           backend=self.p("backend"), precision=self.p("precision"))
         except Exception as exc:  # any load failure leaves the node up and says why
             self._finder = None
             self._load_error = f"{type(exc).__name__}: {exc}"
@@ -150,8 +149,8 @@ class PerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._load_error = ""
         cfg = self._finder.model.config
-        self.get_logger().info(f"model {cfg.name} ({cfg.depth} blocks, {cfg.trans_dim}-d, G={cfg.num_group}) "
-                               f"with text encoder {self._finder.embedder.encoder.name}")
+        self.get_logger().info(f"model {cfg.name} ({cfg.depth} blocks, {cfg.trans_dim}-d, G={cfg.num_group}) on "
+                               f"{self._finder.model.backend_name} with text encoder {self._finder.embedder.encoder.name}")
         self._pubs = {
             "segments": self.create_lifecycle_publisher(PartSegmentArray, "~/segments", 10),
             "labeled_points": self.create_lifecycle_publisher(PointCloud2, "~/labeled_points", 2),

@@ -1,0 +1,178 @@
+"""`python -m patchalign_ros bench`: encoder speed per backend and batch size, grouping, the
+end-to-end scene time, text-query latency and peak memory, side by side in one run; printed
+and written as JSON. Numbers come from this machine at run time, never from a file."""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FULL_SIZE = dict(trans_dim=384, depth=12, num_heads=6, encoder_dims=256, embed_widths=[128, 256, 512],
+                 text_dim=1280, num_group=128, group_size=32, num_points=2048)
+
+
+def _time(fn, repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(runs)
+
+
+def machine_info() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def random_full_size_net(seed: int = 0):
+    from .model import ModelConfig, PatchAlignNet
+
+    torch.manual_seed(seed)
+    net = PatchAlignNet(ModelConfig(**FULL_SIZE))
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if name.endswith("running_var"):
+                t.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def encoder_table(net, label: str, backends, batches=(1, 4, 8), repeat: int = 5, device: str = "cpu") -> dict:
+    from .model import PatchAlignModel
+
+    cfg = net.cfg
+    out = {"model": label, "parameters_M": sum(p.numel() for p in net.parameters()) / 1e6, "ms_per_shape": {}}
+    rng = np.random.default_rng(0)
+    reference = PatchAlignModel(net, device=device, backend="torch-eager")
+    for backend, precision in backends:
+        try:
+            model = PatchAlignModel(net, device=device, backend=backend, precision=precision)
+        except Exception as exc:  # report what could not load, keep measuring the rest
+            out["ms_per_shape"][f"{backend}-{precision}"] = f"unavailable: {exc}"
+            continue
+        row = {}
+        for b in batches:
+            pts = torch.from_numpy(rng.normal(size=(b, cfg.num_points, 3)).astype(np.float32))
+            neighborhood, centers, _ = net.group(pts.to(device))
+            run = (lambda n=neighborhood, c=centers: net.forward_groups(n, c)) if model.backend is None else \
+                (lambda n=neighborhood, c=centers: model.backend.run(n, c))
+            with torch.inference_mode():
+                row[str(b)] = round(_time(run, repeat) / b, 2)
+        key = f"{model.backend_name}-{precision}"
+        out["ms_per_shape"][key] = row
+        if model.backend is not None:  # accuracy against the eager fp32 forward
+            pts = torch.from_numpy(rng.normal(size=(4, cfg.num_points, 3)).astype(np.float32))
+            a = reference.encode(pts).patch_features.float()
+            f = model.encode(pts).patch_features.float()
+            cos = torch.nn.functional.cosine_similarity(a, f, dim=-1)
+            text = torch.nn.functional.normalize(torch.randn(5, a.shape[-1]), dim=-1)
+            agree = ((a @ text.T).argmax(-1) == (f @ text.T).argmax(-1)).float().mean()
+            out.setdefault("accuracy_vs_eager", {})[key] = {"min_cosine": float(cos.min()),
+                                                            "patch_label_agreement": float(agree)}
+    eager = out["ms_per_shape"].get("torch-eager-fp32", {}).get("1")
+    out["speedup_vs_eager_batch1"] = {k: round(eager / v["1"], 2) for k, v in out["ms_per_shape"].items()
+                                      if isinstance(v, dict) and eager}
+    return out
+
+
+def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 5, full_size: bool = True) -> dict:
+    from .data.synthetic import tabletop_scene
+    from .inference.pipeline import PartFinder, default_checkpoint
+    from .model import load_network
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backends = [("torch-eager", "fp32"), ("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32")]
+    if device == "cuda":
+        backends += [("torch", "fp16"), ("tensorrt", "fp16")]
+    report = {"machine": machine_info(), "encoders": []}
+    t0 = time.perf_counter()
+    if full_size:
+        report["encoders"].append(encoder_table(random_full_size_net(), "full size (22 M, random weights)",
+                                                backends, repeat=repeat, device=device))
+    checkpoint = checkpoint or default_checkpoint()
+    net = load_network(checkpoint)
+    report["encoders"].append(encoder_table(net, f"{Path(checkpoint).name}", backends, repeat=repeat, device=device))
+
+    pts = torch.from_numpy(np.random.default_rng(1).normal(size=(1, net.cfg.num_points, 3)).astype(np.float32))
+    report["grouping_ms"] = round(_time(lambda: net.group(pts), repeat), 2)
+
+    scene = {}
+    capture = tabletop_scene(np.random.default_rng(0))
+    for backend, precision in (("torch", "fp32"), ("onnxruntime", "fp32"), ("torch", "bf16")):
+        try:
+            finder = PartFinder.load(checkpoint, backend=backend, precision=precision, cache_dir=None)
+        except Exception as exc:
+            scene[f"{backend}-{precision}"] = f"unavailable: {exc}"
+            continue
+        results = []
+
+        def frame():
+            results.append(finder.find_parts(capture.points, ["handle", "body"], scene=True))
+
+        ms = _time(frame, repeat)
+        stages = {k: round(statistics.median(r.timing_ms[k] for r in results[2:]), 1) for k in results[-1].timing_ms}
+        scene[f"{backend}-{precision}"] = {"total_ms": round(ms, 1), "hz": round(1000 / ms, 2),
+                                          "objects": len(results[-1].objects), "stages_ms": stages}
+        last_finder = finder
+    report["scene_640x480"] = scene
+
+    words = iter(f"part number {i}" for i in range(1000))
+    report["text_query_ms"] = {
+        "new_query": round(_time(lambda: last_finder.embed_queries([next(words)]), repeat, warmup=1), 2),
+        "cached_query": round(_time(lambda: last_finder.embed_queries(["handle"]), repeat), 3),
+    }
+    report["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    Path(out_path).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def format_report(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"machine: {m['cpu']} | torch {m['torch']} ({m['torch_threads']} threads) | "
+             f"onnxruntime {m.get('onnxruntime')} | cuda {m['cuda']}"]
+    for enc in report["encoders"]:
+        lines.append(f"\nencoder {enc['model']}, {enc['parameters_M']:.1f} M params: ms/shape at batch 1 / 4 / 8")
+        for key, row in enc["ms_per_shape"].items():
+            if isinstance(row, dict):
+                acc = enc.get("accuracy_vs_eager", {}).get(key)
+                extra = f"  (min cos {acc['min_cosine']:.5f}, agree {acc['patch_label_agreement'] * 100:.1f}%)" if acc else ""
+                lines.append(f"  {key:22s} {row['1']:8.2f} {row['4']:8.2f} {row['8']:8.2f}   "
+                             f"x{enc['speedup_vs_eager_batch1'].get(key, float('nan')):.2f}{extra}")
+            else:
+                lines.append(f"  {key:22s} {row}")
+    lines.append(f"\ngrouping (FPS + kNN, 1 shape): {report['grouping_ms']:.2f} ms")
+    for key, s in report["scene_640x480"].items():
+        if isinstance(s, dict):
+            lines.append(f"scene 640x480, {s['objects']} objects, {key}: {s['total_ms']:.1f} ms = {s['hz']:.1f} Hz  "
+                         f"{s['stages_ms']}")
+        else:
+            lines.append(f"scene {key}: {s}")
+    t = report["text_query_ms"]
+    lines.append(f"text query: new {t['new_query']:.2f} ms, cached {t['cached_query']:.3f} ms")
+    lines.append(f"peak RSS {report['peak_rss_MB']:.0f} MB; {report['seconds']:.0f} s")
+    return "\n".join(lines)

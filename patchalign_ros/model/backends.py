@@ -1,0 +1,168 @@
+"""Encoder backends behind one interface: ``run(neighborhood, centers) -> patch features``.
+
+Grouping (FPS + kNN) stays outside, in torch, on the backend's device; the backends run the
+patch embedding, transformer and projection.
+
+* ``torch``        - the fused encoder (fp32; fp16 on CUDA; optional bf16 on CPUs with it);
+* ``onnxruntime``  - an exported ONNX graph (CPU; CUDA and TensorRT execution providers when
+                     present);
+* ``tensorrt``     - a native TensorRT engine (built from the ONNX graph, cached per model hash,
+                     TensorRT version, GPU and precision);
+* ``auto``         - the fastest that loads: tensorrt > onnxruntime > torch on a GPU,
+                     onnxruntime > torch on a CPU; each failure is logged and the next is tried.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .fused import FusedEncoder
+
+log = logging.getLogger("patchalign_ros.backends")
+
+
+class BackendError(RuntimeError):
+    pass
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, net, device: str = "cpu", precision: str = "fp32"):
+        self.device = torch.device(device)
+        self.precision = precision
+        self.encoder = FusedEncoder(net).to(self.device)
+        if precision == "fp16":
+            if self.device.type != "cuda":
+                raise BackendError("fp16 needs a CUDA device; use bf16 on CPU")
+            self.encoder = self.encoder.half()
+
+    @torch.inference_mode()
+    def run(self, neighborhood: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        n, c = neighborhood.to(self.device), centers.to(self.device)
+        if self.precision == "fp16":
+            return torch.nn.functional.normalize(self.encoder(n.half(), c.half()).float(), dim=-1)
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                out = self.encoder(n, c)
+            return torch.nn.functional.normalize(out.float(), dim=-1)
+        return self.encoder(n, c)
+
+
+def export_onnx(net, path, opset: int = 17, batch: int = 2, module=None) -> Path:
+    """Export the fused encoder (or ``module``) with a dynamic batch dimension; checked by
+    onnx.checker."""
+    import onnx
+
+    cfg = net.cfg
+    encoder = module if module is not None else FusedEncoder(net.cpu().eval())
+    neighborhood = torch.randn(batch, cfg.num_group, cfg.group_size, 3) * 0.1
+    centers = torch.randn(batch, cfg.num_group, 3) * 0.5
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(encoder, (neighborhood, centers), str(path), input_names=["neighborhood", "centers"],
+                      output_names=["patch_features"], opset_version=opset, dynamo=False,
+                      dynamic_axes={"neighborhood": {0: "batch"}, "centers": {0: "batch"}, "patch_features": {0: "batch"}})
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    return path
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path, device: str = "cpu", threads: int = 0):
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        wanted = (["TensorrtExecutionProvider", "CUDAExecutionProvider"] if device.startswith("cuda") else []) + \
+            ["CPUExecutionProvider"]
+        providers = [p for p in wanted if p in available]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
+        except Exception as exc:
+            raise BackendError(f"onnxruntime cannot load {onnx_path}: {exc}") from None
+        self.providers = self.session.get_providers()
+
+    def run(self, neighborhood: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(["patch_features"], {"neighborhood": neighborhood.cpu().numpy().astype(np.float32),
+                                                    "centers": centers.cpu().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+def cached_onnx(net, weights_path: Path | None, model_id: str) -> Path:
+    """The ONNX export of a model, cached beside its weights (or in the user cache)."""
+    from ..text.encoders import default_cache_dir
+
+    base = Path(weights_path).parent if weights_path else default_cache_dir().parent / "onnx"
+    path = base / f"{Path(weights_path).stem if weights_path else 'model'}.{model_id}.onnx"
+    if not path.exists():
+        try:
+            export_onnx(net, path)
+        except OSError:  # read-only model directory: use the user cache
+            path = default_cache_dir().parent / "onnx" / path.name
+            if not path.exists():
+                export_onnx(net, path)
+    return path
+
+
+class TensorRTBackend:
+    """A native TensorRT engine (TensorRT 10/11 Python API). Not installable on any machine of
+    this project: this code is written against the API documentation and has not run here."""
+
+    name = "tensorrt"
+
+    def __init__(self, net, weights_path, model_id: str, fp16: bool = True, max_batch: int = 8):
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise BackendError("tensorrt is not installed") from None
+        if not torch.cuda.is_available():
+            raise BackendError("TensorRT needs a CUDA GPU")
+        from .tensorrt_engine import build_or_load_engine, export_fp16_onnx
+
+        onnx_path = cached_onnx(net, weights_path, model_id)
+        fp16_path = onnx_path.with_name(onnx_path.stem + ".fp16.onnx")
+        if fp16 and not fp16_path.exists():
+            export_fp16_onnx(net, fp16_path)
+        self.engine, self.context = build_or_load_engine(onnx_path, net.cfg, model_id, fp16=fp16, max_batch=max_batch)
+        self.trt = trt
+
+    def run(self, neighborhood: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        from .tensorrt_engine import execute
+
+        return execute(self.engine, self.context, neighborhood.cuda().float().contiguous(),
+                       centers.cuda().float().contiguous())
+
+
+def make_backend(name: str, net, device: str = "cpu", weights_path=None, model_id: str = "in-memory",
+                 precision: str = "fp32"):
+    """Build a backend by name; ``auto`` tries the fastest first and falls back with a warning."""
+    if name == "auto":
+        order = ["tensorrt", "onnxruntime", "torch"] if device.startswith("cuda") else ["onnxruntime", "torch"]
+        errors = []
+        for candidate in order:
+            try:
+                return make_backend(candidate, net, device, weights_path, model_id, precision)
+            except (BackendError, ImportError, OSError) as exc:
+                log.warning("backend %s unavailable (%s); trying the next", candidate, exc)
+                errors.append(f"{candidate}: {exc}")
+        raise BackendError("no backend could be loaded: " + "; ".join(errors))
+    if name == "torch":
+        return TorchBackend(net, device, "fp16" if precision == "fp16" and device.startswith("cuda") else precision)
+    if name == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise BackendError("onnxruntime is not installed") from None
+        return OnnxRuntimeBackend(cached_onnx(net, weights_path, model_id), device)
+    if name == "tensorrt":
+        return TensorRTBackend(net, weights_path, model_id, fp16=precision != "fp32")
+    raise BackendError(f"unknown backend {name!r} (torch | onnxruntime | tensorrt | auto)")

@@ -1,0 +1,117 @@
+"""Backends: fused torch, bf16, ONNX export + onnxruntime, auto selection and fallback,
+TensorRT refusal where it is absent, the export CLI and the benchmark report."""
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_factory import FULL, random_net
+from patchalign_ros.model import PatchAlignModel, save_network
+from patchalign_ros.model import backends as backends_module
+from patchalign_ros.model.backends import BackendError, export_onnx, make_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def points(batch, n=512, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(batch, n, 3)).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return save_network(random_net(seed=7), tmp_path_factory.mktemp("b") / "tiny.safetensors")
+
+
+def test_fused_torch_matches_eager_full_size():
+    net = random_net(seed=3, **FULL)
+    pts = points(2, 2048)
+    eager = PatchAlignModel(net, backend="torch-eager").encode(pts).patch_features
+    fused = PatchAlignModel(net, backend="torch").encode(pts).patch_features
+    assert float((eager - fused).abs().max()) <= 1e-5
+
+
+def test_bf16_keeps_features_close(tiny_ckpt):
+    ref = PatchAlignModel.from_checkpoint(tiny_ckpt, backend="torch-eager").encode(points(3)).patch_features
+    bf = PatchAlignModel.from_checkpoint(tiny_ckpt, backend="torch", precision="bf16").encode(points(3)).patch_features
+    assert float(torch.nn.functional.cosine_similarity(ref, bf, dim=-1).min()) >= 0.999
+
+
+def test_onnx_export_dynamic_batch_and_parity(tiny_ckpt, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    net = random_net(seed=7)
+    path = export_onnx(net, tmp_path / "enc.onnx")
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["neighborhood", "centers"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    ort_model = PatchAlignModel.from_checkpoint(tiny_ckpt, backend="onnxruntime")
+    eager = PatchAlignModel.from_checkpoint(tiny_ckpt, backend="torch-eager")
+    for batch in (1, 5):
+        diff = (ort_model.encode(points(batch)).patch_features - eager.encode(points(batch)).patch_features).abs().max()
+        assert float(diff) <= 1e-4
+    cached = list(Path(tiny_ckpt).parent.glob("tiny.*.onnx"))
+    assert len(cached) == 1  # cached beside the weights, keyed by the model hash
+    mtime = cached[0].stat().st_mtime
+    PatchAlignModel.from_checkpoint(tiny_ckpt, backend="onnxruntime")
+    assert cached[0].stat().st_mtime == mtime  # reused, not re-exported
+
+
+def test_auto_prefers_onnxruntime_on_cpu_and_falls_back(tiny_ckpt, monkeypatch, caplog):
+    assert PatchAlignModel.from_checkpoint(tiny_ckpt, backend="auto").backend_name == "onnxruntime"
+
+    def broken(*args, **kwargs):
+        raise BackendError("simulated load failure")
+
+    monkeypatch.setattr(backends_module, "OnnxRuntimeBackend", broken)
+    with caplog.at_level(logging.WARNING, logger="patchalign_ros.backends"):
+        model = PatchAlignModel.from_checkpoint(tiny_ckpt, backend="auto")
+    assert model.backend_name == "torch"
+    assert "simulated load failure" in caplog.text
+
+
+def test_tensorrt_absent_is_a_clear_error(tiny_ckpt):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(BackendError, match="tensorrt is not installed"):
+        make_backend("tensorrt", random_net(), "cpu")
+    with pytest.raises(BackendError, match="unknown backend"):
+        make_backend("openvino", random_net(), "cpu")
+    with pytest.raises(BackendError, match="fp16 needs a CUDA"):
+        make_backend("torch", random_net(), "cpu", precision="fp16")
+
+
+def test_export_cli(tiny_ckpt, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "patchalign_ros", "export", "--checkpoint", str(tiny_ckpt),
+                           "--onnx", str(tmp_path / "m.onnx")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "onnx.checker ok" in proc.stdout and (tmp_path / "m.onnx").exists()
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        proc = subprocess.run([sys.executable, "-m", "patchalign_ros", "export", "--checkpoint", str(tiny_ckpt),
+                               "--engine", str(tmp_path / "m.plan")], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 2 and "needs the tensorrt" in proc.stderr
+
+
+def test_bench_report(tiny_ckpt, tmp_path):
+    from patchalign_ros.bench import format_report, run_bench
+
+    report = run_bench(tiny_ckpt, tmp_path / "bench.json", repeat=1, full_size=False)
+    enc = report["encoders"][0]["ms_per_shape"]
+    assert {"torch-eager-fp32", "torch-fp32", "torch-bf16", "onnxruntime-fp32"} <= set(enc)
+    assert all(v["1"] > 0 for v in enc.values() if isinstance(v, dict))
+    assert report["scene_640x480"]["torch-fp32"]["objects"] == 3
+    assert report["text_query_ms"]["cached_query"] < report["text_query_ms"]["new_query"]
+    assert json.loads((tmp_path / "bench.json").read_text())["peak_rss_MB"] > 0
+    assert "scene 640x480" in format_report(report)
