@@ -177,6 +177,21 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_soak(args) -> int:
+    from .inference.pipeline import default_checkpoint
+    from .ros.soak import run_soak
+
+    report = run_soak(args.checkpoint or default_checkpoint(), frames=args.frames, rate_hz=args.rate,
+                      out_dir=args.out_dir)
+    for point in report["rss_curve"][:: max(1, len(report["rss_curve"]) // 20)]:
+        print(f"frame {point['frame']:6d}  RSS {point['rss_MB']:7.1f} MB  processed {point['processed']:5d}  "
+              f"dropped {point['dropped']:6d}")
+    print(f"{report['frames']} frames at {report['rate_hz']:g} Hz in {report['seconds']} s: processed "
+          f"{report['stats']['processed']}, dropped (newest wins) {report['stats']['dropped']}, RSS growth after "
+          f"warm-up {report['rss_growth_pct']}% -> {Path(args.out_dir) / 'soak_report.json'}")
+    return 0 if report["rss_growth_pct"] < 5 else 1
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -205,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--threshold", type=float, help="minimum part probability (default 0.5)")
     seg.add_argument("--config", help="inference settings YAML (see config/inference.yaml)")
     seg.add_argument("--label-mode", choices=["nearest", "membership"])
-    seg.add_argument("--sampling", choices=["fps", "random"])
+    seg.add_argument("--sampling", choices=["random", "fps"])
     seg.add_argument("--no-keypoints", action="store_true")
     seg.add_argument("--device", default="cpu")
     seg.add_argument("--out", required=True, help="result JSON")
@@ -242,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--repeat", type=int, default=5)
     be.add_argument("--skip-full-size", action="store_true", help="skip the 22 M-parameter random model")
     be.set_defaults(func=cmd_bench)
+
+    so = sub.add_parser("soak", help="feed a live node clouds at a fixed rate; report the RSS curve")
+    so.add_argument("--checkpoint")
+    so.add_argument("--frames", type=int, default=10_000)
+    so.add_argument("--rate", type=float, default=30.0)
+    so.add_argument("--out-dir", default="soak_output")
+    so.set_defaults(func=cmd_soak)
 
     ev = sub.add_parser("evaluate", help="mIoU/cIoU/boundary/keypoint IoU on held-out generated data")
     ev.add_argument("--checkpoint", help="default: the bundled model")

@@ -25,7 +25,11 @@ def test_colcon_build_and_use_installed_package(tmp_path):
                            cwd=ws, env=env, capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     share = ws / "install" / "patchalign_ros" / "share" / "patchalign_ros"
-    assert (share / "package.xml").is_file() and (share / "config" / "inference.yaml").is_file()
+    assert (share / "package.xml").is_file() and (share / "config" / "perception.yaml").is_file()
+    assert (share / "launch" / "perception.launch.py").is_file() and (share / "rviz" / "perception.rviz").is_file()
+    executable = ws / "install" / "patchalign_ros" / "lib" / "patchalign_ros" / "perception_node"
+    assert executable.is_file() and os.access(executable, os.X_OK)  # what `ros2 run` / launch start
+    assert executable.read_text().startswith(f"#!{sys.executable}")
     check = ("import patchalign_ros, rclpy; from patchalign_ros.msg import PartSegmentArray; "
              "from patchalign_ros.srv import QueryParts; from patchalign_ros.model import PatchAlignModel; "
              "print(patchalign_ros.__file__)")

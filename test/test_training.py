@@ -16,7 +16,6 @@ from patchalign_ros.data.engine import (ShardDataset, depth_sample, full_sample,
 from patchalign_ros.data.shapes import (CATEGORY_GENERATORS, PART_SYNONYMS, SEEN_CATEGORIES, UNSEEN_CATEGORIES,
                                         make_shape, unseen_part_names)
 from patchalign_ros.model import PatchAlignModel, save_network
-from patchalign_ros.training.config import TrainConfig
 from patchalign_ros.training.evaluate import keypoint_iou, run_evaluation, shape_iou
 from patchalign_ros.training.stage1 import point_targets
 from patchalign_ros.training.stage2 import alignment_loss, fractional_targets, set_trainable

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .shapes import CATEGORY_GENERATORS, make_shape
+from .shapes import make_shape
 from .synthetic import LabeledMesh, look_at, sample_surface
 
 

@@ -16,7 +16,8 @@ class KeypointCandidate:
 
 
 def cluster_keypoints(points: np.ndarray, weights: np.ndarray, threshold: float, eps: float,
-                      min_weight: float = 2.0, max_keypoints: int = 16) -> list[KeypointCandidate]:
+                      min_weight: float = 2.0, max_keypoints: int = 16, max_voters: int = 1024,
+                      seed: int = 0) -> list[KeypointCandidate]:
     """One keypoint per spatially separate cluster of points with weight >= ``threshold``.
 
     DBSCAN with sample weights: a point is a core point when the weights within ``eps`` add up
@@ -28,6 +29,8 @@ def cluster_keypoints(points: np.ndarray, weights: np.ndarray, threshold: float,
     selected = np.flatnonzero(weights >= threshold)
     if len(selected) == 0:
         return []
+    if len(selected) > max_voters:  # a random subset votes just as well and keeps DBSCAN cheap
+        selected = np.sort(np.random.default_rng(seed).choice(selected, max_voters, replace=False))
     pts, w = points[selected], weights[selected]
     labels = DBSCAN(eps=eps, min_samples=max(1, int(round(min_weight)))).fit(pts, sample_weight=w).labels_
     candidates = []

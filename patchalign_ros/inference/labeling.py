@@ -84,11 +84,13 @@ def approach_direction(part_centroid: np.ndarray, object_centroid: np.ndarray, u
     return -outward / norm
 
 
-def surface_normal(points: np.ndarray, at: np.ndarray, object_centroid: np.ndarray, k: int = 16) -> np.ndarray:
-    """PCA normal of the ``k`` points nearest ``at``, oriented away from the object centre."""
+def surface_normal(points: np.ndarray, at: np.ndarray, object_centroid: np.ndarray, k: int = 16,
+                   tree: cKDTree | None = None) -> np.ndarray:
+    """PCA normal of the ``k`` points nearest ``at``, oriented away from the object centre
+    (``tree``: a KD-tree of ``points`` to reuse across calls)."""
     if len(points) < 3:
         return np.zeros(3)
-    _, idx = cKDTree(points).query(at, k=min(k, len(points)))
+    _, idx = (tree or cKDTree(points)).query(at, k=min(k, len(points)))
     nb = points[np.atleast_1d(idx)]
     if len(nb) < 3:
         return np.zeros(3)

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from ..model import CheckpointError, PatchAlignModel
 from ..text import PromptEmbedder, check_dimensions, load_text_encoder, validate_queries
 from . import labeling
 from .keypoints import FewShotKeypoints, cluster_keypoints, features_at
-from .preprocess import PreparedObject, checked_cloud, prepare_object
+from .preprocess import PreparedObject, checked_cloud, prepare_object, sample_indices_batch
 from .scene import SceneConfig, SceneSegmenter
 
 DEFAULT_MODEL_NAME = "default"
@@ -59,7 +60,7 @@ def default_checkpoint() -> Path:
 
 @dataclass
 class InferenceConfig:
-    sampling: str = "fps"            # fps | random
+    sampling: str = "random"         # random (as in training) | fps
     label_mode: str = "nearest"      # nearest | membership
     score_threshold: float = 0.5     # part probability below this -> background
     min_part_points: int = 5
@@ -226,8 +227,9 @@ class PartFinder:
     def prepare_objects(self, xyz: np.ndarray, objects: list, up=None) -> list:
         cfg = self.model.config
         rng = np.random.default_rng(self.config.seed)
-        return [prepare_object(xyz[idx], cfg.num_points, cfg.axis_permutation, up=up,
-                               method=self.config.sampling, rng=rng) for idx in objects]
+        samples = sample_indices_batch([xyz[idx] for idx in objects], cfg.num_points, self.config.sampling, rng)
+        return [prepare_object(xyz[idx], cfg.num_points, cfg.axis_permutation, up=up, index=sample)
+                for idx, sample in zip(objects, samples)]
 
     def encode_prepared(self, prepared: list):
         """One encoder call for all objects of a frame; numpy (features, centers, patch_index)."""
@@ -350,11 +352,12 @@ class PartFinder:
         position within each cluster (default: its weighted centre, snapped to a point)."""
         cfg = self.config
         found = cluster_keypoints(pts, weights, threshold, eps=max(cfg.keypoint_eps * diag, 1e-6),
-                                  min_weight=cfg.keypoint_min_weight, max_keypoints=cfg.max_keypoints)
+                                  min_weight=cfg.keypoint_min_weight, max_keypoints=cfg.max_keypoints, seed=cfg.seed)
         out = []
+        tree = cKDTree(pts) if found else None
         for cand in found:
             position = pts[refine(cand.members)] if refine is not None else cand.position
-            normal = labeling.surface_normal(pts, position, centroid)
+            normal = labeling.surface_normal(pts, position, centroid, tree=tree)
             approach = -normal if np.linalg.norm(normal) > 0 else labeling.approach_direction(position, centroid, up)
             out.append(Keypoint(label, cand.score, position, normal, approach))
         return out

@@ -72,7 +72,7 @@ def rotation_to_z(up: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx * (1.0 / (1.0 + c))
 
 
-def sample_indices(points: np.ndarray, n: int, method: str = "fps", rng: np.random.Generator | None = None,
+def sample_indices(points: np.ndarray, n: int, method: str = "random", rng: np.random.Generator | None = None,
                    prefilter: int = 4) -> np.ndarray:
     """``n`` indices into ``points``. FPS runs on a random subset of at most ``prefilter * n``
     points (FPS over 100k points costs far more than it adds); fewer than ``n`` points are
@@ -96,6 +96,32 @@ def sample_indices(points: np.ndarray, n: int, method: str = "fps", rng: np.rand
     return pool[chosen].astype(np.int64)
 
 
+def sample_indices_batch(point_sets: list, n: int, method: str = "random", rng: np.random.Generator | None = None,
+                         prefilter: int = 4) -> list:
+    """``sample_indices`` for several objects; FPS runs once for the whole batch (one loop of
+    ``n`` steps instead of one per object), on pools padded to the same size by repetition."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if method != "fps":
+        return [sample_indices(p, n, method, rng) for p in point_sets]
+    out, pools = [None] * len(point_sets), {}
+    for i, pts in enumerate(point_sets):
+        if len(pts) <= n:
+            out[i] = sample_indices(pts, n, "random", rng)  # nothing to choose: all points (+ padding)
+            continue
+        size = min(len(pts), prefilter * n)
+        pool = np.sort(rng.choice(len(pts), size, replace=False)) if len(pts) > size else np.arange(len(pts))
+        pool = np.roll(pool, -int(rng.integers(len(pool))))
+        pools[i] = np.concatenate([pool, rng.choice(pool, prefilter * n - len(pool))]) if len(pool) < prefilter * n \
+            else pool
+    if pools:
+        keys = list(pools)
+        batch = np.stack([point_sets[i][pools[i]] for i in keys]).astype(np.float32)
+        chosen = farthest_point_sample(torch.from_numpy(batch), n).numpy()
+        for row, i in enumerate(keys):
+            out[i] = pools[i][chosen[row]].astype(np.int64)
+    return out
+
+
 @dataclass
 class PreparedObject:
     model_points: np.ndarray   # (n, 3) float32, the encoder's input
@@ -106,14 +132,16 @@ class PreparedObject:
 
 
 def prepare_object(points: np.ndarray, num_points: int, axis_permutation=(0, 1, 2), up=None,
-                   method: str = "fps", rng: np.random.Generator | None = None) -> PreparedObject:
-    """Sample, gravity-align (``up`` -> +z, when given), permute axes, normalise."""
+                   method: str = "random", rng: np.random.Generator | None = None,
+                   index: np.ndarray | None = None) -> PreparedObject:
+    """Sample (or use ``index``), gravity-align (``up`` -> +z, when given), permute axes, normalise."""
     rotation = rotation_to_z(up) if up is not None else np.eye(3)
     perm = np.asarray(axis_permutation, dtype=np.int64)
     if sorted(perm.tolist()) != [0, 1, 2]:
         raise ValueError(f"axis_permutation must permute (0, 1, 2), got {axis_permutation}")
     rotation = np.eye(3)[perm] @ rotation
-    index = sample_indices(points, num_points, method=method, rng=rng)
+    if index is None:
+        index = sample_indices(points, num_points, method=method, rng=rng)
     rotated = points[index] @ rotation.T
     normed, center, scale = normalize_unit_sphere(rotated)
     return PreparedObject(normed.astype(np.float32), index, center @ rotation, scale, rotation)

@@ -6,7 +6,24 @@ stable sort), which is what a sequential reading of the CUDA kernel does.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+
+def _fps_numpy(pts: np.ndarray, num_samples: int) -> np.ndarray:
+    # On the CPU the loop's many tiny steps are cheaper in numpy than as torch ops, which also
+    # stall badly (OpenMP spin-waits) when other processes load the cores.
+    batch, n, _ = pts.shape
+    index = np.zeros((batch, num_samples), dtype=np.int64)
+    min_dist = np.full((batch, n), np.inf, dtype=np.float32)
+    farthest = np.zeros(batch, dtype=np.int64)
+    rows = np.arange(batch)
+    for i in range(num_samples):
+        index[:, i] = farthest
+        diff = pts - pts[rows, farthest][:, None, :]
+        np.minimum(min_dist, np.einsum("bnc,bnc->bn", diff, diff), out=min_dist)
+        farthest = min_dist.argmax(axis=1)
+    return index
 
 
 def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -16,6 +33,8 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tenso
     batch, n, _ = points.shape
     if num_samples > n:
         raise ValueError(f"cannot sample {num_samples} centres from {n} points")
+    if points.device.type == "cpu":
+        return torch.from_numpy(_fps_numpy(points.detach().float().numpy(), num_samples))
     pts = points.float()
     index = torch.zeros(batch, num_samples, dtype=torch.long, device=points.device)
     min_dist = torch.full((batch, n), float("inf"), device=points.device)

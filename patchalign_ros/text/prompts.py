@@ -10,6 +10,7 @@ _PUNCT = re.compile(r"[^\w\s]|_", re.UNICODE)
 _SPACES = re.compile(r"\s+")
 
 MAX_QUERY_CHARS = 200
+MAX_QUERIES = 64  # one request's text encoding stays well under a second
 
 
 def clean_label(label: str) -> str:
@@ -23,9 +24,13 @@ def validate_queries(queries) -> list[str]:
     """Queries as given, checked: a non-empty list of non-empty, reasonably short names."""
     if isinstance(queries, str):
         queries = [q for q in queries.split(",")]
+    if not all(isinstance(q, str) for q in queries):
+        raise ValueError("part names must be strings")
     queries = [q.strip() for q in queries]
     if not queries or all(not q for q in queries):
         raise ValueError("no part names given (queries is empty)")
+    if len(queries) > MAX_QUERIES:
+        raise ValueError(f"{len(queries)} part names in one request; at most {MAX_QUERIES}")
     for q in queries:
         if not clean_label(q):
             raise ValueError(f"part name {q!r} is empty after cleaning")

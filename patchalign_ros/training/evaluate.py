@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..data.engine import Sample, depth_sample, full_sample, random_rotation_about_z
+from ..data.engine import depth_sample, full_sample, random_rotation_about_z
 from ..data.shapes import SEEN_CATEGORIES, UNSEEN_CATEGORIES, make_shape
 from ..inference import labeling
 from ..inference.keypoints import cluster_keypoints

@@ -26,9 +26,9 @@ from scipy.spatial import cKDTree
 from ..data.engine import random_rotation_about_z
 from ..data.shapes import make_shape
 from ..data.synthetic import look_at, sample_surface
-from ..model import ModelConfig, PatchAlignNet, load_network, save_network
+from ..model import save_network
 from .config import TrainConfig
-from .stage2 import category_list, normalize_batch, resolve_device
+from .stage2 import category_list, normalize_batch, start_run
 
 
 class RandomCNNTeacher(torch.nn.Module):
@@ -160,15 +160,7 @@ def build_stage1_data(cfg: TrainConfig, teacher, n_points: int, progress: bool =
 def train_stage1(cfg: TrainConfig, progress: bool = True) -> Path:
     from tqdm import tqdm
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    net = load_network(cfg.init, device="cpu") if cfg.init else PatchAlignNet(ModelConfig(**cfg.model))
+    device, rng, out, net = start_run(cfg)
     teacher = load_teacher(cfg.teacher)
     cache = out / "stage1_targets.npz"
     if cache.exists():

@@ -103,19 +103,23 @@ def set_trainable(net: PatchAlignNet, freeze: str) -> None:
                            or name.startswith(f"model.blocks.blocks.{last}."))
 
 
-def train_stage2(cfg: TrainConfig, progress: bool = True) -> Path:
-    from tqdm import tqdm
-
+def start_run(cfg: TrainConfig):
+    """What both stages set up: threads, device, seeds, the run directory (with the config
+    written into it) and the network (new, or from ``cfg.init``)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-
     net = load_network(cfg.init, device="cpu") if cfg.init else PatchAlignNet(ModelConfig(**cfg.model))
+    return resolve_device(cfg.device), np.random.default_rng(cfg.seed), out, net
+
+
+def train_stage2(cfg: TrainConfig, progress: bool = True) -> Path:
+    from tqdm import tqdm
+
+    device, rng, out, net = start_run(cfg)
     net.train().to(device)
     mcfg = net.cfg
     dataset = ensure_dataset(cfg, mcfg.num_points)
