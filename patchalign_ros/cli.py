@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="speed of every backend, grouping, a 640x480 scene, text queries")
     be.add_argument("--checkpoint", help="default: the bundled model")
     be.add_argument("--out", default="bench_report.json")
-    be.add_argument("--repeat", type=int, default=5)
+    be.add_argument("--repeat", type=int, default=10)
     be.add_argument("--skip-full-size", action="store_true", help="skip the 22 M-parameter random model")
     be.set_defaults(func=cmd_bench)
 

@@ -15,8 +15,36 @@ class KeypointCandidate:
     members: np.ndarray   # indices of the points that voted for it
 
 
+def weighted_dbscan(points: np.ndarray, weights: np.ndarray, eps: float, min_weight: float) -> np.ndarray:
+    """DBSCAN where a point is core when the weights within ``eps`` (itself included) add up to
+    ``min_weight``; clusters are the connected core points plus the border points next to them.
+    Labels (N,), -1 for noise. Vectorised: KD-tree pairs and sparse connected components."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(points)
+    pairs = cKDTree(points).query_pairs(eps, output_type="ndarray")
+    i, j = pairs[:, 0], pairs[:, 1]
+    neighbour_weight = (weights + np.bincount(i, weights=weights[j], minlength=n)
+                        + np.bincount(j, weights=weights[i], minlength=n))
+    core = neighbour_weight >= min_weight
+    both = core[i] & core[j]
+    graph = coo_matrix((np.ones(both.sum()), (i[both], j[both])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    labels = np.where(core, comp, -1)
+    # border points: not core, within eps of a core point -> that core point's cluster
+    for a, b in ((i, j), (j, i)):
+        take = ~core[a] & core[b] & (labels[a] < 0)
+        labels[a[take]] = comp[b[take]]
+    # renumber clusters 0..K-1
+    used = np.unique(labels[labels >= 0])
+    remap = np.full(n if n else 1, -1)
+    remap[used] = np.arange(len(used))
+    return np.where(labels >= 0, remap[np.maximum(labels, 0)], -1)
+
+
 def cluster_keypoints(points: np.ndarray, weights: np.ndarray, threshold: float, eps: float,
-                      min_weight: float = 2.0, max_keypoints: int = 16, max_voters: int = 1024,
+                      min_weight: float = 2.0, max_keypoints: int = 16, max_voters: int = 512,
                       seed: int = 0) -> list[KeypointCandidate]:
     """One keypoint per spatially separate cluster of points with weight >= ``threshold``.
 
@@ -32,7 +60,7 @@ def cluster_keypoints(points: np.ndarray, weights: np.ndarray, threshold: float,
     if len(selected) > max_voters:  # a random subset votes just as well and keeps DBSCAN cheap
         selected = np.sort(np.random.default_rng(seed).choice(selected, max_voters, replace=False))
     pts, w = points[selected], weights[selected]
-    labels = DBSCAN(eps=eps, min_samples=max(1, int(round(min_weight)))).fit(pts, sample_weight=w).labels_
+    labels = weighted_dbscan(pts, w, eps, min_weight)
     candidates = []
     for lab in range(labels.max() + 1):
         m = labels == lab

@@ -15,7 +15,7 @@ import numpy as np
 class SceneConfig:
     crop_min: list = field(default_factory=lambda: [-float("inf")] * 3)  # caller frame, metres
     crop_max: list = field(default_factory=lambda: [float("inf")] * 3)
-    voxel_size: float = 0.005
+    voxel_size: float = 0.01
     plane_distance: float = 0.01        # RANSAC inlier distance
     plane_min_fraction: float = 0.15    # a plane must hold this share of the points to be removed
     plane_iterations: int = 200

@@ -52,7 +52,7 @@ PARAMETERS = {
     "autostart": (True, "configure and activate at start"),
     "warn_total_ms": (500.0, "diagnostics warn when a frame takes longer"),
     "threads": (0, "torch threads (0: torch's default)"),
-    "scene.voxel_size": (0.005, "voxel grid for segmentation (m)"),
+    "scene.voxel_size": (0.01, "voxel grid for segmentation (m)"),
     "scene.plane_distance": (0.01, "RANSAC table-plane inlier distance (m)"),
     "scene.cluster_eps": (0.02, "object clustering distance (m)"),
     "scene.min_object_points": (100, "smallest object (points)"),
