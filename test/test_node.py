@@ -24,7 +24,7 @@ from patchalign_ros.data.synthetic import tabletop_scene  # noqa: E402
 from patchalign_ros.model import save_network  # noqa: E402
 from patchalign_ros.msg import PartSegmentArray  # noqa: E402
 from patchalign_ros.ros.conversions import xyz_to_cloud  # noqa: E402
-from patchalign_ros.ros.node import PerceptionNode  # noqa: E402
+from patchalign_ros.ros.node import SERVICE_QOS, PerceptionNode  # noqa: E402
 from patchalign_ros.srv import QueryParts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ class Harness:
         self.client.create_subscription(DiagnosticArray, "/diagnostics", self.received["diag"].append, 10)
         self.cloud_pub = self.client.create_publisher(PointCloud2, f"{NS}/input/points",
                                                       QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT))
-        self.query = self.client.create_client(QueryParts, f"{NS}/query_parts")
+        self.query = self.client.create_client(QueryParts, f"{NS}/query_parts", qos_profile=SERVICE_QOS)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
 

@@ -62,6 +62,7 @@ PARAMETERS = {
     "scene.crop_min": ([-1e9, -1e9, -1e9], "crop box minimum x, y, z in the cloud frame (m)"),
     "scene.crop_max": ([1e9, 1e9, 1e9], "crop box maximum x, y, z in the cloud frame (m)"),
 }
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=256, reliability=ReliabilityPolicy.RELIABLE)
 LIVE_PARAMETERS = {"queries", "score_threshold", "publish_keypoints", "max_rate_hz", "warn_total_ms"}
 
 
@@ -90,7 +91,10 @@ class PerceptionNode(LifecycleNode):
         self._frames = MutuallyExclusiveCallbackGroup()
         self._requests = ReentrantCallbackGroup()
         # The service exists in every state, so a caller always learns why nothing comes back.
-        self.create_service(QueryParts, "~/query_parts", self._on_query, callback_group=self._requests)
+        # Requests wait in DDS while inference is busy; the default history (KEEP_LAST 10) would
+        # silently drop a burst of more than 10 concurrent calls.
+        self.create_service(QueryParts, "~/query_parts", self._on_query, callback_group=self._requests,
+                            qos_profile=SERVICE_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._requests)
 
