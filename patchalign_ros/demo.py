@@ -138,7 +138,13 @@ def run_demo(out_dir: Path, checkpoint=None, queries=("handle", "body")) -> int:
         "segments": [{"label": s.label, "score": s.score, "object_id": s.object_id,
                       "num_points": len(s.point_indices)} for s in result.segments]}, indent=1))
     kps = [(k.label, np.array([k.position.x, k.position.y, k.position.z])) for k in result.keypoints]
-    png = save_png(out_dir / "demo_parts.png", flat, labels, names, title=f"queries: {', '.join(names)}",
+    # show the table top around the objects, not the whole room
+    objects = np.isfinite(flat).all(axis=1) & (labels >= 0)
+    view = flat.copy()
+    if objects.any():
+        lo, hi = flat[objects].min(axis=0) - 0.08, flat[objects].max(axis=0) + 0.08
+        view[~np.all((flat >= lo) & (flat <= hi), axis=1)] = np.nan
+    png = save_png(out_dir / "demo_parts.png", view, labels, names, title=f"queries: {', '.join(names)}",
                    keypoints=kps, up=np.array([0.0, -0.8, -0.6]))
     print(f"picture -> {png}")
     return 0
