@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .shapes import make_shape
-from .synthetic import LabeledMesh, look_at, sample_surface
+from .synthetic import LabeledMesh, bounding_sphere, look_at, orbit_eye, sample_surface
 
 
 @dataclass
@@ -59,13 +59,10 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
     for mesh_index, (name, mesh) in enumerate(shape.parts):
         gid = scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
         gid_part[gid], gid_mesh[gid] = names.index(name), mesh_index
-    verts = np.concatenate([np.asarray(m.vertices) for _, m in shape.parts])
-    center = (verts.min(0) + verts.max(0)) / 2
-    radius = float(np.linalg.norm(verts.max(0) - verts.min(0))) / 2
-    elev, azim = np.deg2rad(rng.uniform(10, 65)), rng.uniform(0, 2 * np.pi)
+    center, radius = bounding_sphere(shape)
+    elev, azim = np.deg2rad(rng.uniform(10, 65)), rng.uniform(0, 2 * np.pi)  # draw order fixes the datasets
     dist = radius * rng.uniform(2.2, 3.5)
-    eye = center + dist * np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
-    pose = look_at(eye, center)
+    pose = look_at(orbit_eye(center, dist, elev, azim), center)
     f = width / (2 * np.tan(np.deg2rad(rng.uniform(25, 35))))
     intrinsic = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])
     rays = scene.create_rays_pinhole(o3d.core.Tensor(intrinsic), o3d.core.Tensor(np.linalg.inv(pose)), width, height)
@@ -86,7 +83,7 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
     valid &= ~(jumps & (rng.random(valid.shape) < 0.5))
     if valid.sum() < min_points:
         return None
-    tt = t[valid] + rng.normal(0, noise, valid.sum()) * t[valid] ** 2 / max(dist, 1e-3) ** 2 * dist ** 2
+    tt = t[valid] + rng.normal(0, noise, valid.sum()) * t[valid] ** 2  # noise grows with range squared
     pts = r[..., :3][valid] + r[..., 3:][valid] * tt[:, None]
     gids = hit["geometry_ids"].numpy()[valid]
     labels = np.array([gid_part[int(g)] for g in gids], dtype=np.int16)

@@ -104,6 +104,18 @@ def sample_surface(shape: LabeledMesh, n: int, rng: np.random.Generator, return_
     return np.concatenate(pts), np.concatenate(labels)
 
 
+def bounding_sphere(shape: LabeledMesh) -> tuple[np.ndarray, float]:
+    """Centre of the shape's bounding box and half its diagonal."""
+    verts = np.concatenate([np.asarray(m.vertices) for _, m in shape.parts])
+    return (verts.min(0) + verts.max(0)) / 2, float(np.linalg.norm(verts.max(0) - verts.min(0))) / 2
+
+
+def orbit_eye(center: np.ndarray, distance: float, elevation: float, azimuth: float) -> np.ndarray:
+    """A camera position ``distance`` from ``center`` at the given elevation/azimuth (radians)."""
+    return center + distance * np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                                         np.sin(elevation)])
+
+
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """4x4 camera-to-world pose of an optical-frame camera (z forward, x right, y down)."""
     eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))

@@ -48,16 +48,14 @@ def cluster_keypoints(points: np.ndarray, weights: np.ndarray, threshold: float,
                       seed: int = 0) -> list[KeypointCandidate]:
     """One keypoint per spatially separate cluster of points with weight >= ``threshold``.
 
-    DBSCAN with sample weights: a point is a core point when the weights within ``eps`` add up
-    to ``min_weight``, so confident regions form clusters and scattered weak votes do not.
-    Four chair legs give four clusters, hence four keypoints.
+    Weighted DBSCAN (``weighted_dbscan``): a point is a core point when the weights within
+    ``eps`` add up to ``min_weight``, so confident regions form clusters and scattered weak votes
+    do not. Four chair legs give four clusters, hence four keypoints.
     """
-    from sklearn.cluster import DBSCAN
-
     selected = np.flatnonzero(weights >= threshold)
     if len(selected) == 0:
         return []
-    if len(selected) > max_voters:  # a random subset votes just as well and keeps DBSCAN cheap
+    if len(selected) > max_voters:  # a random subset votes just as well and keeps clustering cheap
         selected = np.sort(np.random.default_rng(seed).choice(selected, max_voters, replace=False))
     pts, w = points[selected], weights[selected]
     labels = weighted_dbscan(pts, w, eps, min_weight)

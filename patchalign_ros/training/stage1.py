@@ -25,7 +25,7 @@ from scipy.spatial import cKDTree
 
 from ..data.engine import random_rotation_about_z
 from ..data.shapes import make_shape
-from ..data.synthetic import look_at, sample_surface
+from ..data.synthetic import bounding_sphere, look_at, orbit_eye, sample_surface
 from ..model import save_network
 from .config import TrainConfig
 from .stage2 import category_list, normalize_batch, start_run
@@ -92,15 +92,13 @@ def render_views(shape, views: int, rng, size: int = 112):
     scene = o3d.t.geometry.RaycastingScene()
     for _, mesh in shape.parts:
         scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
-    verts = np.concatenate([np.asarray(m.vertices) for _, m in shape.parts])
-    center = (verts.min(0) + verts.max(0)) / 2
-    radius = float(np.linalg.norm(verts.max(0) - verts.min(0))) / 2
+    center, radius = bounding_sphere(shape)
     images, hits = [], []
     f = size / (2 * np.tan(np.deg2rad(30)))
     intrinsic = o3d.core.Tensor(np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]]))
     for v in range(views):
-        az, el = 2 * np.pi * (v + rng.random()) / views, np.deg2rad(rng.uniform(-20, 60))
-        eye = center + 2.5 * radius * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        azimuth = 2 * np.pi * (v + rng.random()) / views  # drawn before the elevation, as always
+        eye = orbit_eye(center, 2.5 * radius, np.deg2rad(rng.uniform(-20, 60)), azimuth)
         rays = scene.create_rays_pinhole(intrinsic, o3d.core.Tensor(np.linalg.inv(look_at(eye, center))), size, size)
         ans = scene.cast_rays(rays)
         t = ans["t_hit"].numpy()
