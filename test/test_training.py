@@ -54,6 +54,19 @@ def test_depth_capture_is_partial_and_labelled():
     assert sectors(view.points) <= 0.7 * sectors(full.points)
 
 
+def test_table_and_clutter_occlude_but_are_not_returned():
+    shape = make_shape("bottle", np.random.default_rng(3))
+    plain = depth_sample(shape, 1024, np.random.default_rng(5), width=240, height=180)
+    busy = depth_sample(shape, 1024, np.random.default_rng(5), width=240, height=180, table=True, clutter=True)
+    assert plain is not None and busy is not None
+    assert busy.points[:, 2].min() > -0.005  # no table points
+    assert set(np.unique(busy.labels)) <= set(range(len(shape.part_names)))
+    # occlusion: the busy view hides some of what the plain view sees
+    from scipy.spatial import cKDTree
+    far = cKDTree(busy.points).query(plain.points)[0] > 0.01
+    assert far.mean() > 0.02
+
+
 def test_shards_round_trip(tmp_path):
     samples = list(generate_samples(["mug", "chair", "knife"], 3, 256, seed=4, progress=False))
     write_shards(samples, tmp_path, shard_size=4)

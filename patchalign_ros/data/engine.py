@@ -47,10 +47,15 @@ def full_sample(shape: LabeledMesh, n: int, rng) -> Sample:
 
 
 def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int = 150,
-                 noise: float = 0.0015, min_points: int = 200) -> Sample | None:
+                 noise: float = 0.0015, min_points: int = 200, table: bool = False,
+                 clutter: bool = False) -> Sample | None:
     """Ray-cast one view of the object from a random viewpoint above the table, with depth
     noise growing with range, dropout at grazing angles and depth edges. None if too little is
-    seen. Points are returned in the object frame (z-up), as the scene pipeline delivers them."""
+    seen. Points are returned in the object frame (z-up), as the scene pipeline delivers them.
+
+    ``table`` puts the object on a table plane and ``clutter`` a box between camera and object:
+    their returns are dropped (plane removal and clustering separate them in a real scene),
+    but they hide parts of the object as real ones do."""
     import open3d as o3d
 
     scene = o3d.t.geometry.RaycastingScene()
@@ -62,7 +67,18 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
     center, radius = bounding_sphere(shape)
     elev, azim = np.deg2rad(rng.uniform(10, 65)), rng.uniform(0, 2 * np.pi)  # draw order fixes the datasets
     dist = radius * rng.uniform(2.2, 3.5)
-    pose = look_at(orbit_eye(center, dist, elev, azim), center)
+    eye = orbit_eye(center, dist, elev, azim)
+    pose = look_at(eye, center)
+    if table:
+        plane = o3d.geometry.TriangleMesh.create_box(8 * radius, 8 * radius, 0.01).translate(
+            (center[0] - 4 * radius, center[1] - 4 * radius, -0.01))
+        scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(plane))
+    if clutter:  # a box part-way along the line of sight, off to one side
+        size = radius * rng.uniform(0.4, 0.9)
+        spot = center + (eye - center) * rng.uniform(0.35, 0.6) + rng.normal(0, 0.5 * radius, 3) * [1, 1, 0]
+        box = o3d.geometry.TriangleMesh.create_box(size, size, size).translate(
+            (spot[0] - size / 2, spot[1] - size / 2, max(0.0, spot[2] - size)))
+        scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(box))
     f = width / (2 * np.tan(np.deg2rad(rng.uniform(25, 35))))
     intrinsic = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])
     rays = scene.create_rays_pinhole(o3d.core.Tensor(intrinsic), o3d.core.Tensor(np.linalg.inv(pose)), width, height)
@@ -86,6 +102,10 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
     tt = t[valid] + rng.normal(0, noise, valid.sum()) * t[valid] ** 2  # noise grows with range squared
     pts = r[..., :3][valid] + r[..., 3:][valid] * tt[:, None]
     gids = hit["geometry_ids"].numpy()[valid]
+    on_object = np.array([int(g) in gid_part for g in gids], dtype=bool)  # table/clutter returns dropped
+    if on_object.sum() < min_points:
+        return None
+    pts, tt, gids = pts[on_object], tt[on_object], gids[on_object]
     labels = np.array([gid_part[int(g)] for g in gids], dtype=np.int16)
     instances = np.array([gid_mesh[int(g)] for g in gids], dtype=np.int64)
     idx = _resample_index(len(pts), n, rng)
@@ -93,7 +113,7 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
 
 
 def generate_samples(categories, shapes_per_category: int, n_points: int, seed: int, depth_fraction: float = 0.5,
-                     progress: bool = True):
+                     progress: bool = True, clutter_fraction: float = 0.0):
     """Yield samples: for each category, shapes with random proportions, each seen either
     whole or as one depth view, in random yaw."""
     from tqdm import tqdm
@@ -104,7 +124,8 @@ def generate_samples(categories, shapes_per_category: int, n_points: int, seed: 
         shape = make_shape(category, rng)
         sample = None
         if rng.random() < depth_fraction:
-            sample = depth_sample(shape, n_points, rng)
+            occluded = clutter_fraction > 0 and rng.random() < clutter_fraction  # no draw when off
+            sample = depth_sample(shape, n_points, rng, table=occluded, clutter=occluded)
         if sample is None:
             sample = full_sample(shape, n_points, rng)
         rot = random_rotation_about_z(rng)

@@ -17,6 +17,7 @@ class TrainConfig:
     categories: str = "seen"            # seen | all | comma-separated list
     shapes_per_category: int = 80
     depth_fraction: float = 0.5
+    clutter_fraction: float = 0.0      # share of depth captures with a table and an occluding box
     data_seed: int = 1
     # optimisation
     stage: int = 2

@@ -42,7 +42,8 @@ def ensure_dataset(cfg: TrainConfig, n_points: int) -> ShardDataset:
     root = Path(cfg.data_dir)
     if not (root / "index.json").exists():
         samples = generate_samples(category_list(cfg.categories), cfg.shapes_per_category, n_points,
-                                   seed=cfg.data_seed, depth_fraction=cfg.depth_fraction)
+                                   seed=cfg.data_seed, depth_fraction=cfg.depth_fraction,
+                                   clutter_fraction=cfg.clutter_fraction)
         write_shards(samples, root)
     return ShardDataset(root)
 
