@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from model_factory import random_net
-from patchalign_ros.data.synthetic import mug, sample_surface, tabletop_scene, write_pcd
+from patchalign_ros.data.shapes import make_shape
+from patchalign_ros.data.synthetic import sample_surface, tabletop_scene, write_pcd
 from patchalign_ros.inference.pipeline import model_dirs
 from patchalign_ros.model import save_network
 
@@ -29,7 +30,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mug_file(tmp_path_factory):
-    pts, _ = sample_surface(mug(np.random.default_rng(0)), 3000, np.random.default_rng(1))
+    pts, _ = sample_surface(make_shape("mug", np.random.default_rng(0)), 3000, np.random.default_rng(1))
     path = tmp_path_factory.mktemp("in") / "mug.npy"
     np.save(path, pts.astype(np.float32))
     return path

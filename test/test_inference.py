@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from model_factory import random_net
-from patchalign_ros.data.synthetic import chair, sample_surface, tabletop_scene
+from patchalign_ros.data.shapes import make_shape
+from patchalign_ros.data.synthetic import sample_surface, tabletop_scene
 from patchalign_ros.inference import labeling
 from patchalign_ros.inference.keypoints import FewShotKeypoints, cluster_keypoints
 from patchalign_ros.inference.pipeline import UNKNOWN_LABEL, InferenceConfig, PartFinder
@@ -129,7 +130,7 @@ def test_name_every_part_labels_each_point_once(finder):
 
 
 def test_keypoints_one_per_leg():
-    shape = chair(np.random.default_rng(0))
+    shape = make_shape("chair", np.random.default_rng(0))
     pts, lab = sample_surface(shape, 6000, np.random.default_rng(1))
     leg = shape.part_names.index("leg")
     weights = np.where(lab == leg, 0.9, 0.05)
@@ -141,7 +142,7 @@ def test_keypoints_one_per_leg():
 
 
 def test_few_shot_keypoint_transfer_to_same_shape(finder):
-    shape = chair(np.random.default_rng(0))
+    shape = make_shape("chair", np.random.default_rng(0))
     pts, _ = sample_surface(shape, 4000, np.random.default_rng(2))
     target = pts[np.argmax(pts[:, 2])]  # top of the back rest
     few = FewShotKeypoints()

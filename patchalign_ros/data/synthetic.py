@@ -26,59 +26,6 @@ def _o3d():
     return o3d
 
 
-def mug(rng: np.random.Generator) -> LabeledMesh:
-    o3d = _o3d()
-    r, h = rng.uniform(0.035, 0.05), rng.uniform(0.08, 0.12)
-    body = o3d.geometry.TriangleMesh.create_cylinder(radius=r, height=h, resolution=48, split=4)
-    body.translate((0, 0, h / 2))
-    ring = rng.uniform(0.022, 0.032)
-    handle = o3d.geometry.TriangleMesh.create_torus(torus_radius=ring, tube_radius=0.007,
-                                                    radial_resolution=32, tubular_resolution=12)
-    handle.rotate(handle.get_rotation_matrix_from_xyz((np.pi / 2, 0, 0)), center=(0, 0, 0))
-    handle.translate((r + ring * 0.6, 0, h * 0.55))
-    return LabeledMesh("mug", [("body", body), ("handle", handle)])
-
-
-def bottle(rng: np.random.Generator) -> LabeledMesh:
-    o3d = _o3d()
-    r, h = rng.uniform(0.03, 0.045), rng.uniform(0.15, 0.22)
-    body = o3d.geometry.TriangleMesh.create_cylinder(radius=r, height=h, resolution=48, split=6)
-    body.translate((0, 0, h / 2))
-    cap_r, cap_h = r * 0.45, rng.uniform(0.02, 0.03)
-    cap = o3d.geometry.TriangleMesh.create_cylinder(radius=cap_r, height=cap_h, resolution=32)
-    cap.translate((0, 0, h + cap_h / 2))
-    return LabeledMesh("bottle", [("body", body), ("cap", cap)])
-
-
-def box_with_lid(rng: np.random.Generator) -> LabeledMesh:
-    o3d = _o3d()
-    w, d, h = rng.uniform(0.08, 0.16), rng.uniform(0.06, 0.12), rng.uniform(0.05, 0.1)
-    body = o3d.geometry.TriangleMesh.create_box(w, d, h)
-    body.translate((-w / 2, -d / 2, 0))
-    lid = o3d.geometry.TriangleMesh.create_box(w * 1.04, d * 1.04, 0.015)
-    lid.translate((-w * 0.52, -d * 0.52, h))
-    return LabeledMesh("box", [("body", body), ("lid", lid)])
-
-
-def chair(rng: np.random.Generator) -> LabeledMesh:
-    o3d = _o3d()
-    s, leg_h = rng.uniform(0.35, 0.45), rng.uniform(0.38, 0.46)
-    parts = []
-    for x in (-1, 1):
-        for y in (-1, 1):
-            leg = o3d.geometry.TriangleMesh.create_box(0.03, 0.03, leg_h)
-            leg.translate((x * (s / 2 - 0.03) - 0.015, y * (s / 2 - 0.03) - 0.015, 0))
-            parts.append(("leg", leg))
-    seat = o3d.geometry.TriangleMesh.create_box(s, s, 0.04)
-    seat.translate((-s / 2, -s / 2, leg_h))
-    back = o3d.geometry.TriangleMesh.create_box(s, 0.03, rng.uniform(0.3, 0.45))
-    back.translate((-s / 2, s / 2 - 0.03, leg_h + 0.04))
-    return LabeledMesh("chair", parts + [("seat", seat), ("back", back)])
-
-
-CATEGORIES = {"mug": mug, "bottle": bottle, "box": box_with_lid, "chair": chair}
-
-
 def sample_surface(shape: LabeledMesh, n: int, rng: np.random.Generator, return_instances: bool = False):
     """(points (n, 3), part label index per point into shape.part_names), area-weighted; with
     ``return_instances`` also the index of the mesh (part instance: one of four legs) per point."""
@@ -142,6 +89,8 @@ class DepthCapture:
 def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box"), width: int = 640,
                    height: int = 480, noise: float = 0.001) -> DepthCapture:
     """Objects standing apart on a table, captured by a depth camera looking down at them."""
+    from .shapes import make_shape  # shapes builds on LabeledMesh from this module
+
     o3d = _o3d()
     scene = o3d.t.geometry.RaycastingScene()
     table = o3d.geometry.TriangleMesh.create_box(1.2, 0.9, 0.02)
@@ -150,7 +99,7 @@ def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box")
     part_names = []
     spacing = 0.22
     for i, cat in enumerate(categories):
-        shape = CATEGORIES[cat](rng)
+        shape = make_shape(cat, rng)
         offset = np.array([(i - (len(categories) - 1) / 2) * spacing, rng.uniform(-0.05, 0.05), 0.0])
         yaw = rng.uniform(0, 2 * np.pi)
         for name, mesh in shape.parts:

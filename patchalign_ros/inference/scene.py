@@ -20,7 +20,7 @@ class SceneConfig:
     plane_min_fraction: float = 0.15    # a plane must hold this share of the points to be removed
     plane_iterations: int = 200
     cluster_eps: float = 0.02           # DBSCAN neighbour distance
-    cluster_min_points: int = 10        # DBSCAN core size (on voxels)
+    cluster_min_points: int = 6         # DBSCAN core size in voxels (a 2 cm disc of 1 cm voxels holds ~12)
     min_object_points: int = 100        # full-resolution points
     min_object_extent: float = 0.03     # largest side of the object's box, metres
     max_object_extent: float = 1.0
