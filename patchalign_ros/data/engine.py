@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .shapes import make_shape
-from .synthetic import LabeledMesh, bounding_sphere, look_at, orbit_eye, sample_surface
+from .synthetic import LabeledMesh, bounding_sphere, cast_pinhole, look_at, orbit_eye, sample_surface
 
 
 @dataclass
@@ -81,14 +81,10 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
         scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(box))
     f = width / (2 * np.tan(np.deg2rad(rng.uniform(25, 35))))
     intrinsic = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])
-    rays = scene.create_rays_pinhole(o3d.core.Tensor(intrinsic), o3d.core.Tensor(np.linalg.inv(pose)), width, height)
-    hit = scene.cast_rays(rays)
-    t = hit["t_hit"].numpy()
-    r = rays.numpy()
+    hits = cast_pinhole(scene, intrinsic, pose, width, height)
+    t, r = hits.t, hits.rays
     valid = np.isfinite(t)
-    dirs = r[..., 3:] / np.linalg.norm(r[..., 3:], axis=-1, keepdims=True)
-    cos_inc = np.abs((hit["primitive_normals"].numpy() * dirs).sum(-1))
-    valid &= cos_inc > rng.uniform(0.05, 0.2)  # grazing returns drop out
+    valid &= hits.incidence > rng.uniform(0.05, 0.2)  # grazing returns drop out
     depth = np.where(valid, t, np.nan)
     # Depth edges lose returns on real sensors (mixed pixels): drop pixels next to a jump.
     pad = np.pad(depth, 1, constant_values=np.nan)
@@ -101,7 +97,7 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
         return None
     tt = t[valid] + rng.normal(0, noise, valid.sum()) * t[valid] ** 2  # noise grows with range squared
     pts = r[..., :3][valid] + r[..., 3:][valid] * tt[:, None]
-    gids = hit["geometry_ids"].numpy()[valid]
+    gids = hits.geometry_ids[valid]
     on_object = np.array([int(g) in gid_part for g in gids], dtype=bool)  # table/clutter returns dropped
     if on_object.sum() < min_points:
         return None

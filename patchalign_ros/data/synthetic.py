@@ -63,6 +63,26 @@ def orbit_eye(center: np.ndarray, distance: float, elevation: float, azimuth: fl
                                          np.sin(elevation)])
 
 
+@dataclass
+class PinholeHits:
+    t: np.ndarray             # (H, W) ray length to the hit, inf where nothing is hit
+    rays: np.ndarray          # (H, W, 6) origin and direction per pixel
+    geometry_ids: np.ndarray  # (H, W) hit geometry id
+    incidence: np.ndarray     # (H, W) |cos| between the ray and the hit surface's normal
+
+
+def cast_pinhole(scene, intrinsic: np.ndarray, pose: np.ndarray, width: int, height: int) -> PinholeHits:
+    """Cast one ray per pixel of a pinhole camera (``pose``: camera-to-world, optical frame)."""
+    import open3d as o3d
+
+    rays = scene.create_rays_pinhole(o3d.core.Tensor(intrinsic), o3d.core.Tensor(np.linalg.inv(pose)), width, height)
+    hit = scene.cast_rays(rays)
+    r = rays.numpy()
+    dirs = r[..., 3:] / np.linalg.norm(r[..., 3:], axis=-1, keepdims=True)
+    incidence = np.abs((hit["primitive_normals"].numpy() * dirs).sum(-1))
+    return PinholeHits(hit["t_hit"].numpy(), r, hit["geometry_ids"].numpy(), incidence)
+
+
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """4x4 camera-to-world pose of an optical-frame camera (z forward, x right, y down)."""
     eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
@@ -113,19 +133,13 @@ def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box")
     pose = look_at(eye=(0.0, -0.55, 0.45), target=(0.0, 0.0, 0.05))
     fx = fy = 525.0 * width / 640
     intrinsic = np.array([[fx, 0, width / 2 - 0.5], [0, fy, height / 2 - 0.5], [0, 0, 1]])
-    extrinsic = np.linalg.inv(pose)
-    rays = scene.create_rays_pinhole(o3d.core.Tensor(intrinsic), o3d.core.Tensor(extrinsic), width, height)
-    hit = scene.cast_rays(rays)
-    t = hit["t_hit"].numpy()
-    geom = hit["geometry_ids"].numpy()
-    r = rays.numpy()
+    hits = cast_pinhole(scene, intrinsic, pose, width, height)
+    t, geom, r = hits.t, hits.geometry_ids, hits.rays
     with np.errstate(invalid="ignore"):  # inf t (no hit) times a zero ray component
         world = r[..., :3] + r[..., 3:] * t[..., None]
         cam = (world - pose[:3, 3]) @ pose[:3, :3]  # world -> optical frame
     # Depth noise grows with range; grazing-angle returns drop out as on real sensors.
-    normals = hit["primitive_normals"].numpy()
-    view = -r[..., 3:] / np.linalg.norm(r[..., 3:], axis=-1, keepdims=True)
-    grazing = np.abs((normals * view).sum(-1)) < 0.12
+    grazing = hits.incidence < 0.12
     cam = cam + rng.normal(0, noise, cam.shape) * (cam[..., 2:3] ** 2)
     valid = np.isfinite(t) & ~grazing
     cam[~valid] = np.nan

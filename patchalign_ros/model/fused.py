@@ -52,20 +52,12 @@ class FusedEncoder(nn.Module):
 
     def __init__(self, net: PatchAlignNet):
         super().__init__()
-        m = net.model
-        self.embed = FusedPatchEmbedding(m.encoder)
-        self.reduce_dim, self.pos_embed, self.blocks, self.norm = m.reduce_dim, m.pos_embed, m.blocks, m.norm
-        self.cls_token, self.cls_pos = m.cls_token, m.cls_pos
+        self.embed = FusedPatchEmbedding(net.model.encoder)
+        self.point = net.model  # its transform(): reduce_dim, positions, blocks, norm
         self.proj = net.proj
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
 
     def forward(self, neighborhood: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-        tokens = self.reduce_dim(self.embed(neighborhood))
-        pos = self.pos_embed(centers)
-        b = tokens.shape[0]
-        x = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
-        pos = torch.cat([self.cls_pos.expand(b, -1, -1), pos], dim=1)
-        x = self.norm(self.blocks(x, pos))[:, 1:]
-        return self.proj(x)
+        return self.proj(self.point.transform(self.embed(neighborhood), centers))

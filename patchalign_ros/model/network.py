@@ -149,7 +149,11 @@ class PointEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.trans_dim)
 
     def forward(self, neighborhood: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-        tokens = self.reduce_dim(self.encoder(neighborhood))
+        return self.transform(self.encoder(neighborhood), centers)
+
+    def transform(self, patch_embeddings: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings (B, G, encoder_dims) -> transformer features (B, G, trans_dim)."""
+        tokens = self.reduce_dim(patch_embeddings)
         pos = self.pos_embed(centers)
         batch = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)

@@ -25,7 +25,7 @@ from scipy.spatial import cKDTree
 
 from ..data.engine import random_rotation_about_z
 from ..data.shapes import make_shape
-from ..data.synthetic import bounding_sphere, look_at, orbit_eye, sample_surface
+from ..data.synthetic import bounding_sphere, cast_pinhole, look_at, orbit_eye, sample_surface
 from ..model import save_network
 from .config import TrainConfig
 from .stage2 import category_list, normalize_batch, start_run
@@ -95,18 +95,14 @@ def render_views(shape, views: int, rng, size: int = 112):
     center, radius = bounding_sphere(shape)
     images, hits = [], []
     f = size / (2 * np.tan(np.deg2rad(30)))
-    intrinsic = o3d.core.Tensor(np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]]))
+    intrinsic = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]])
     for v in range(views):
         azimuth = 2 * np.pi * (v + rng.random()) / views  # drawn before the elevation, as always
         eye = orbit_eye(center, 2.5 * radius, np.deg2rad(rng.uniform(-20, 60)), azimuth)
-        rays = scene.create_rays_pinhole(intrinsic, o3d.core.Tensor(np.linalg.inv(look_at(eye, center))), size, size)
-        ans = scene.cast_rays(rays)
-        t = ans["t_hit"].numpy()
-        r = rays.numpy()
+        cast = cast_pinhole(scene, intrinsic, look_at(eye, center), size, size)
+        t, r = cast.t, cast.rays
         ok = np.isfinite(t)
-        dirs = r[..., 3:] / np.linalg.norm(r[..., 3:], axis=-1, keepdims=True)
-        shade = np.abs((ans["primitive_normals"].numpy() * dirs).sum(-1))
-        img = np.where(ok, 0.2 + 0.8 * shade, 1.0)
+        img = np.where(ok, 0.2 + 0.8 * cast.incidence, 1.0)  # Lambert shading
         images.append(np.repeat(img[None], 3, axis=0))
         with np.errstate(invalid="ignore"):
             hit = r[..., :3] + r[..., 3:] * t[..., None]
