@@ -115,3 +115,20 @@ def test_bench_report(tiny_ckpt, tmp_path):
     assert report["text_query_ms"]["cached_query"] < report["text_query_ms"]["new_query"]
     assert json.loads((tmp_path / "bench.json").read_text())["peak_rss_MB"] > 0
     assert "scene 640x480" in format_report(report)
+
+
+def test_fp16_onnx_export_leaves_the_network_in_fp32(tmp_path):
+    from patchalign_ros.model.tensorrt_engine import export_fp16_onnx
+
+    net = random_net(seed=9)
+    path = export_fp16_onnx(net, tmp_path / "half.onnx")
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    import onnxruntime as ort
+
+    cfg = net.cfg
+    n = torch.randn(2, cfg.num_group, cfg.group_size, 3) * 0.1
+    c = torch.randn(2, cfg.num_group, 3) * 0.5
+    out = ort.InferenceSession(str(path)).run(None, {"neighborhood": n.numpy(), "centers": c.numpy()})[0]
+    with torch.inference_mode():
+        ref = net.forward_groups(n, c).numpy()
+    assert out.dtype == np.float32 and float((out * ref).sum(-1).min()) > 0.99  # fp16 inside, fp32 I/O

@@ -13,6 +13,7 @@ precision, so a stale or foreign engine is never loaded; a long build is announc
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -39,7 +40,8 @@ def export_fp16_onnx(net, path) -> Path:
     class Half(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.encoder = FusedEncoder(net).half()
+            # a copy: FusedEncoder shares the net's modules, and .half() would convert them in place
+            self.encoder = FusedEncoder(copy.deepcopy(net)).half()
 
         def forward(self, neighborhood, centers):
             return self.encoder(neighborhood.half(), centers.half()).float()
