@@ -100,7 +100,46 @@ def encoder_table(net, label: str, backends, batches=(1, 4, 8), repeat: int = 5,
     return out
 
 
-def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, full_size: bool = True) -> dict:
+DEVELOPMENT_SCAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_scans" / "mosd" / "test34.pcd"
+
+
+def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10) -> dict:
+    """A real organized frame end to end as the node runs it: PointCloud2 -> numpy, the scene
+    path, the result message, the labelled cloud, markers and keypoint poses (all but DDS).
+    Without the ROS message packages only the library part is timed."""
+    from .pointcloud_io import read_point_cloud
+
+    points, shape = read_point_cloud(scan_path)
+    cloud = points.reshape(shape[0], shape[1], 3) if shape else points
+    try:
+        from .ros.conversions import cloud_to_xyz, result_to_msg, xyz_to_cloud
+        from .ros.visuals import keypoint_poses, labeled_cloud, markers
+
+        msg = xyz_to_cloud(cloud.astype(np.float32))
+        msg.header.frame_id = "camera_depth_optical_frame"
+    except ImportError:
+        msg = None
+    results = []
+
+    def frame():
+        if msg is None:
+            results.append(finder.find_parts(cloud, list(queries), scene=True))
+            return
+        xyz = cloud_to_xyz(msg)
+        result = finder.find_parts(xyz, list(queries), scene=True, frame=msg.header.frame_id)
+        out = result_to_msg(result, msg.header)
+        labeled_cloud(xyz, result, out.header), markers(out), keypoint_poses(out)
+        results.append(result)
+
+    ms = _time(frame, repeat)
+    stages = {k: round(statistics.median(r.timing_ms[k] for r in results[2:]), 1) for k in results[-1].timing_ms}
+    return {"scan": Path(scan_path).name, "points": int(len(points)), "objects": len(results[-1].objects),
+            "queries": list(queries), "end_to_end_ms": round(ms, 1), "hz": round(1000 / ms, 2),
+            "includes_ros_conversion": msg is not None, "stages_ms": stages}
+
+
+def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, full_size: bool = True,
+              real_scan=None) -> dict:
     from .data.synthetic import tabletop_scene
     from .inference.pipeline import PartFinder, default_checkpoint
     from .model import load_network
@@ -140,6 +179,13 @@ def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, f
                                           "objects": len(results[-1].objects), "stages_ms": stages}
         last_finder = finder
     report["scene_640x480"] = scene
+    real_scan = real_scan or (DEVELOPMENT_SCAN if DEVELOPMENT_SCAN.is_file() else None)
+    if real_scan:
+        real = {}
+        for backend, precision in (("torch", "fp32"), ("torch", "bf16")):
+            finder = PartFinder.load(checkpoint, backend=backend, precision=precision, cache_dir=None)
+            real[f"{backend}-{precision}"] = real_frame_row(finder, real_scan, repeat=repeat)
+        report["real_frame"] = real
 
     words = iter(f"part number {i}" for i in range(1000))
     report["text_query_ms"] = {
@@ -174,6 +220,9 @@ def format_report(report: dict) -> str:
                          f"{s['stages_ms']}")
         else:
             lines.append(f"scene {key}: {s}")
+    for key, r in report.get("real_frame", {}).items():
+        lines.append(f"real frame {r['scan']} ({r['points']} points, {r['objects']} objects, {r['queries']}), "
+                     f"{key}: {r['end_to_end_ms']:.1f} ms = {r['hz']:.1f} Hz end to end  {r['stages_ms']}")
     t = report["text_query_ms"]
     lines.append(f"text query: new {t['new_query']:.2f} ms, cached {t['cached_query']:.3f} ms")
     lines.append(f"peak RSS {report['peak_rss_MB']:.0f} MB; {report['seconds']:.0f} s")

@@ -37,6 +37,28 @@ def load_inference_config(path):
         raise UsageError(f"bad config {path}: {exc}") from None
 
 
+def _parse_vector(text: str, name: str):
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise UsageError(f"{name} must be three comma-separated numbers, got {text!r}") from None
+    if len(values) != 3 or not all(map(lambda v: v == v and abs(v) != float("inf"), values)) or \
+            not any(values):
+        raise UsageError(f"{name} must be three finite numbers, not all zero, got {text!r}")
+    return values
+
+
+def _up_from_args(args):
+    """--up, or --gravity (its opposite), or None."""
+    if getattr(args, "up", None) and getattr(args, "gravity", None):
+        raise UsageError("give --up or --gravity, not both")
+    if getattr(args, "up", None):
+        return _parse_vector(args.up, "--up")
+    if getattr(args, "gravity", None):
+        return [-v for v in _parse_vector(args.gravity, "--gravity")]
+    return None
+
+
 def cmd_segment(args) -> int:
 
     from .inference.pipeline import PartFinder
@@ -45,6 +67,7 @@ def cmd_segment(args) -> int:
     from .text import validate_queries
 
     queries = validate_queries(_parse_queries(args.queries))  # fail fast, before loading models
+    up = _up_from_args(args)
     points, shape = read_point_cloud(args.input)
     scene = args.scene if args.scene is not None else shape is not None
     config = load_inference_config(args.config)
@@ -56,10 +79,12 @@ def cmd_segment(args) -> int:
     finder = PartFinder.load(args.checkpoint, text_encoder=args.text_encoder, device=args.device, config=config)
     cloud = points.reshape(shape[0], shape[1], 3) if shape else points
     if args.name_all:
-        result = finder.name_parts(cloud, queries, scene=scene, category=args.category)
+        result = finder.name_parts(cloud, queries, scene=scene, category=args.category, up=up, frame=args.frame)
     else:
-        result = finder.find_parts(cloud, queries, scene=scene,
-                                   keypoints=not args.no_keypoints, category=args.category)
+        result = finder.find_parts(cloud, queries, scene=scene, keypoints=not args.no_keypoints,
+                                   category=args.category, up=up, frame=args.frame)
+    if result.scene_message:
+        print(f"note: {result.scene_message}", file=sys.stderr)
     out = result.to_dict()
     out["input"] = str(args.input)
     out["mode"] = "scene" if scene else "object"
@@ -131,6 +156,35 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_evaluate_real(args) -> int:
+    from .evaluation.real_scans import format_summary, run_real_evaluation
+    from .inference.pipeline import PartFinder
+
+    config = load_inference_config(args.config)
+    finder = PartFinder.load(args.checkpoint, text_encoder=args.text_encoder, config=config,
+                             backend=args.backend, precision=args.precision)
+    report = run_real_evaluation(finder, args.scans, validate_queries_cli(args.queries), args.out_dir,
+                                 frame=args.frame, pictures=not args.no_png)
+    print(format_summary(report["scans"], report["summary"]))
+    print(f"report -> {Path(args.out_dir) / 'report.json'}")
+    return 0
+
+
+def validate_queries_cli(text: str) -> list:
+    from .text import validate_queries
+
+    return validate_queries(_parse_queries(text))
+
+
+def cmd_qos_matrix(args) -> int:
+    from .ros.qos_matrix import format_matrix, run_qos_matrix
+
+    report = run_qos_matrix(args.out, count=args.count, rate=args.rate, checkpoint=args.checkpoint)
+    print(format_matrix(report))
+    print(f"report -> {args.out}")
+    return 0
+
+
 def cmd_export(args) -> int:
     import torch
 
@@ -171,7 +225,8 @@ def cmd_export(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import format_report, run_bench
 
-    report = run_bench(args.checkpoint, args.out, repeat=args.repeat, full_size=not args.skip_full_size)
+    report = run_bench(args.checkpoint, args.out, repeat=args.repeat, full_size=not args.skip_full_size,
+                       real_scan=args.real_scan)
     print(format_report(report))
     print(f"report -> {args.out}")
     return 0
@@ -217,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--name-all", action="store_true",
                      help="treat --queries as a vocabulary and label every point (or 'unknown')")
     seg.add_argument("--category", help='object category for the prompts ("a handle of a mug")')
+    seg.add_argument("--up", help="up direction in the cloud's frame, x,y,z (e.g. 0,-1,0 for a level camera's "
+                                  "optical frame); the support plane must agree with it")
+    seg.add_argument("--gravity", help="gravity direction in the cloud's frame, x,y,z (the opposite of --up)")
+    seg.add_argument("--frame", default="auto",
+                     help="frame convention when --up is not given: optical (REP 105 camera frame, up ~ -y), "
+                          "body (REP 103, up +z), a ROS frame id (*_optical_frame -> optical), none, or auto "
+                          "(organized clouds: optical; others: none). Default: auto")
     seg.add_argument("--threshold", type=float, help="minimum part probability (default 0.5)")
     seg.add_argument("--config", help="inference settings YAML (see config/inference.yaml)")
     seg.add_argument("--label-mode", choices=["nearest", "membership"])
@@ -256,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", default="bench_report.json")
     be.add_argument("--repeat", type=int, default=10)
     be.add_argument("--skip-full-size", action="store_true", help="skip the 22 M-parameter random model")
+    be.add_argument("--real-scan", help="an organized real PCD for the real-frame row (default: the development "
+                                        "scan ../shared/data/real_scans/mosd/test34.pcd when present)")
     be.set_defaults(func=cmd_bench)
 
     so = sub.add_parser("soak", help="feed a live node clouds at a fixed rate; report the RSS curve")
@@ -272,6 +336,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--shapes-per-category", type=int, default=6)
     ev.add_argument("--out-dir", default="eval_output")
     ev.set_defaults(func=cmd_evaluate)
+
+    er = sub.add_parser("evaluate-real", help="the scene path on labelled real scans: object segmentation, part "
+                                              "IoU, false positives, timings; report.json and PNGs")
+    er.add_argument("scans", nargs="+", help="PCD files or directories (mOSD-style 'label' field scored)")
+    er.add_argument("--queries", default="handle")
+    er.add_argument("--checkpoint", help="default: the bundled model")
+    er.add_argument("--text-encoder")
+    er.add_argument("--config", help="inference settings YAML")
+    er.add_argument("--backend", default="torch")
+    er.add_argument("--precision", default="fp32")
+    er.add_argument("--frame", default="auto", help="frame convention (see segment --frame)")
+    er.add_argument("--out-dir", default="eval_real_output")
+    er.add_argument("--no-png", action="store_true")
+    er.set_defaults(func=cmd_evaluate_real)
+
+    qm = sub.add_parser("qos-matrix", help="which input QoS combinations deliver 0.3/1.2/4.9 MB clouds to the "
+                                           "node on this host")
+    qm.add_argument("--count", type=int, default=20)
+    qm.add_argument("--rate", type=float, default=5.0)
+    qm.add_argument("--checkpoint")
+    qm.add_argument("--out", default="qos_matrix.json")
+    qm.set_defaults(func=cmd_qos_matrix)
 
     bag = sub.add_parser("process-bag", help="run on every PointCloud2 of a rosbag2, write the outputs to a new bag")
     bag.add_argument("input", help="rosbag2 directory")

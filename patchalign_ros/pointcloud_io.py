@@ -74,6 +74,51 @@ def _from_array(arr: np.ndarray, path: Path):
     return np.asarray(arr[:, :3], dtype=np.float64), shape
 
 
+def read_pcd_fields(path) -> tuple[np.ndarray, tuple[int, int] | None, np.ndarray | None, np.ndarray | None]:
+    """(points, organized shape, colours (N, 3) uint8 or None, per-point ``label`` field or None)
+    of a PCD file, in file order with NaN rows kept (open3d's tensor reader keeps extra fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PointCloudReadError(f"file not found: {path}")
+    header = _pcd_header(path)
+    width, height = int(header.get("WIDTH", 0)), int(header.get("HEIGHT", 1))
+    import open3d as o3d
+
+    try:
+        cloud = o3d.t.io.read_point_cloud(str(path), format="pcd", remove_nan_points=False,
+                                          remove_infinite_points=False)
+    except Exception as exc:
+        raise PointCloudReadError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if "positions" not in cloud.point:
+        raise PointCloudReadError(f"{path}: no x, y, z fields")
+    pts = cloud.point["positions"].numpy().astype(np.float64)
+    if len(pts) != width * height:
+        raise PointCloudReadError(f"{path}: header says {width}x{height} points, read {len(pts)}")
+    colors = cloud.point["colors"].numpy() if "colors" in cloud.point else None
+    if colors is not None and colors.dtype != np.uint8:  # float colours in [0, 1]
+        colors = np.clip(np.asarray(colors, dtype=np.float64) * 255.0, 0, 255).astype(np.uint8)
+    labels = cloud.point["label"].numpy().reshape(-1).astype(np.int64) if "label" in cloud.point else None
+    return pts, ((height, width) if height > 1 else None), colors, labels
+
+
+def read_point_cloud_with_colors(path) -> tuple[np.ndarray, tuple[int, int] | None, np.ndarray | None]:
+    """Like ``read_point_cloud``, plus colours (N, 3) uint8 where the file has them (PCD, PLY)."""
+    path = Path(path)
+    if path.suffix.lower() == ".pcd":
+        pts, shape, colors, _ = read_pcd_fields(path)
+        return pts, shape, colors
+    pts, shape = read_point_cloud(path)
+    colors = None
+    if path.suffix.lower() == ".ply":
+        import open3d as o3d
+
+        cloud = o3d.io.read_point_cloud(str(path), format="ply", remove_nan_points=False,
+                                        remove_infinite_points=False)
+        if cloud.has_colors() and len(cloud.colors) == len(pts):
+            colors = np.clip(np.asarray(cloud.colors) * 255.0, 0, 255).astype(np.uint8)
+    return pts, shape, colors
+
+
 def read_point_cloud(path) -> tuple[np.ndarray, tuple[int, int] | None]:
     """(points (N, 3) float64 in file order with NaN rows kept, organized (H, W) or None)."""
     path = Path(path)

@@ -13,11 +13,15 @@ from patchalign_ros.model import PatchAlignModel
 from patchalign_ros.text import PromptEmbedder
 
 
+NO_PART_GATE = {"part_min_mean_score": 0.0, "min_part_fraction": 0.0, "max_part_fraction": 1.0}
+
+
 @pytest.fixture(scope="module")
 def finder(minilm, tmp_path_factory):
     model = PatchAlignModel(random_net(seed=21))
+    # Random weights carry no evidence: the object-level part gate is off here (tested on its own).
     return PartFinder(model, PromptEmbedder(minilm, cache_dir=tmp_path_factory.mktemp("cache")),
-                      InferenceConfig(score_threshold=0.5))
+                      InferenceConfig(score_threshold=0.5, **NO_PART_GATE))
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,10 @@ class Harness:
 def harness(rclpy_context, checkpoint):
     h = Harness(rclpy_context, [Parameter("checkpoint", value=str(checkpoint)),
                                 Parameter("queries", value=["handle", "cap"]),
-                                Parameter("max_rate_hz", value=20.0)])
+                                Parameter("max_rate_hz", value=20.0),
+                                # random weights: no object-level evidence gate, every point may be a part
+                                Parameter("part_min_mean_score", value=0.0),
+                                Parameter("max_part_fraction", value=1.0)])
     assert h.node.autostart(), h.node._load_error
     yield h
     h.close()

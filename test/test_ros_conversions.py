@@ -150,11 +150,12 @@ def test_seeded_mutation_fuzz_never_escapes_cloud_format_error():
 
 def test_result_to_msg(minilm, tmp_path):
     from model_factory import random_net
-    from patchalign_ros.inference.pipeline import PartFinder
+    from patchalign_ros.inference.pipeline import InferenceConfig, PartFinder
     from patchalign_ros.model import PatchAlignModel
     from patchalign_ros.text import PromptEmbedder
 
-    finder = PartFinder(PatchAlignModel(random_net(seed=2)), PromptEmbedder(minilm, cache_dir=tmp_path))
+    finder = PartFinder(PatchAlignModel(random_net(seed=2)), PromptEmbedder(minilm, cache_dir=tmp_path),
+                        InferenceConfig(part_min_mean_score=0.0, min_part_fraction=0.0, max_part_fraction=1.0))
     pts = np.random.default_rng(4).normal(size=(30, 40, 3))
     pts[0] = np.nan
     result = finder.find_parts(pts, ["handle", "lid"], min_score=0.3)

@@ -107,8 +107,10 @@ class DepthCapture:
 
 
 def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box"), width: int = 640,
-                   height: int = 480, noise: float = 0.001) -> DepthCapture:
-    """Objects standing apart on a table, captured by a depth camera looking down at them."""
+                   height: int = 480, noise: float = 0.001, gap: float | None = None) -> DepthCapture:
+    """Objects standing apart on a table, captured by a depth camera looking down at them.
+    ``gap``: instead of 22 cm apart, side by side along x with this gap between their
+    bounding boxes (0: touching)."""
     from .shapes import make_shape  # shapes builds on LabeledMesh from this module
 
     o3d = _o3d()
@@ -118,13 +120,21 @@ def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box")
     geom_ids = {scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(table)): (-1, -1)}
     part_names = []
     spacing = 0.22
+    cursor = None
     for i, cat in enumerate(categories):
         shape = make_shape(cat, rng)
         offset = np.array([(i - (len(categories) - 1) / 2) * spacing, rng.uniform(-0.05, 0.05), 0.0])
         yaw = rng.uniform(0, 2 * np.pi)
+        rotation = o3d.geometry.TriangleMesh().get_rotation_matrix_from_xyz((0, 0, yaw))
+        if gap is not None:  # pack the objects side by side, centred on y = 0
+            verts = np.concatenate([np.asarray(mesh.vertices) for _, mesh in shape.parts]) @ rotation.T
+            lo, hi = verts.min(axis=0), verts.max(axis=0)
+            cursor = -0.25 if cursor is None else cursor
+            offset = np.array([cursor - lo[0], -(lo[1] + hi[1]) / 2, 0.0])
+            cursor = offset[0] + hi[0] + gap
         for name, mesh in shape.parts:
             m = o3d.geometry.TriangleMesh(mesh)
-            m.rotate(m.get_rotation_matrix_from_xyz((0, 0, yaw)), center=(0, 0, 0))
+            m.rotate(rotation, center=(0, 0, 0))
             m.translate(offset)
             key = f"{cat}:{name}"
             if key not in part_names:

@@ -17,7 +17,7 @@ def patch_logits(patch_features: np.ndarray, text: np.ndarray, scale: float, bia
 
 def point_patch_values(points_model: np.ndarray, centers: np.ndarray, patch_values: np.ndarray,
                        mode: str = "nearest", sample_index: np.ndarray | None = None,
-                       patch_index: np.ndarray | None = None) -> np.ndarray:
+                       patch_index: np.ndarray | None = None, nearest: np.ndarray | None = None) -> np.ndarray:
     """Per-point values (M, Q) from per-patch values (G, Q).
 
     ``nearest``: each point takes its nearest patch centre's values (the official default).
@@ -25,8 +25,7 @@ def point_patch_values(points_model: np.ndarray, centers: np.ndarray, patch_valu
     point takes the value of its nearest sampled point.
     """
     if mode == "nearest":
-        _, nearest = cKDTree(centers).query(points_model, k=1)
-        return patch_values[nearest]
+        return patch_values[nearest if nearest is not None else nearest_patch(points_model, centers)]
     if mode != "membership":
         raise ValueError(f"unknown labelling mode {mode!r} (nearest or membership)")
     if sample_index is None or patch_index is None:
@@ -60,7 +59,9 @@ def oriented_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         center = points.mean(axis=0)
         return center, np.array([0.0, 0.0, 0.0, 1.0]), np.ptp(points, axis=0) if len(points) else np.zeros(3)
     mean = points.mean(axis=0)
-    _, vecs = np.linalg.eigh(np.cov((points - mean).T))
+    # the axes from at most 20k points (a strided subset): as good, and flat in the part's size
+    subset = points[:: max(1, len(points) // 20000)]
+    _, vecs = np.linalg.eigh(np.cov((subset - mean).T))
     axes = vecs[:, ::-1].copy()  # largest variance first
     if np.linalg.det(axes) < 0:
         axes[:, 2] *= -1  # keep it a rotation
@@ -99,3 +100,39 @@ def surface_normal(points: np.ndarray, at: np.ndarray, object_centroid: np.ndarr
     if np.dot(normal, at - object_centroid) < 0:
         normal = -normal
     return normal
+
+
+def nearest_patch(points_model: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of each point's nearest patch centre."""
+    return cKDTree(centers).query(points_model, k=1)[1]
+
+
+def main_components(members: np.ndarray, nearest: np.ndarray, centers: np.ndarray, keep_share: float = 0.5,
+                    reach: float = 1.6) -> np.ndarray:
+    """``members`` restricted to its connected pieces holding at least ``keep_share`` of the
+    largest piece's points: one handle stays, four chair legs of one size stay, stray patches
+    elsewhere on the object go. Connectivity is taken between the patches the members fall in
+    (each point belongs to its ``nearest`` patch centre): two patches touch when their centres
+    are closer than ``reach`` times the typical spacing between neighbouring centres. The cost is
+    one bincount over the points plus O(G^2) on the patches, whatever the object's size."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if members.sum() < 2:
+        return members
+    g = len(centers)
+    count = np.bincount(nearest[members], minlength=g)
+    active = np.flatnonzero(count)
+    if len(active) < 2:
+        return members
+    dist = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    spacing = float(np.median(dist.min(axis=1)))
+    sub = dist[np.ix_(active, active)] <= reach * spacing
+    a, b = np.nonzero(sub)
+    _, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(len(active),) * 2),
+                                   directed=False)
+    sizes = np.bincount(comp, weights=count[active])
+    keep_patch = np.zeros(g, dtype=bool)
+    keep_patch[active[sizes[comp] >= keep_share * sizes.max()]] = True
+    return members & keep_patch[nearest]

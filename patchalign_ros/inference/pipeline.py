@@ -21,10 +21,30 @@ from ..model import CheckpointError, PatchAlignModel
 from ..text import PromptEmbedder, check_dimensions, load_text_encoder, validate_queries
 from . import labeling
 from .keypoints import FewShotKeypoints, cluster_keypoints, features_at
-from .preprocess import PreparedObject, checked_cloud, prepare_object, sample_indices_batch
-from .scene import SceneConfig, SceneSegmenter
+from .preprocess import PreparedObject, checked_cloud, prepare_object, sample_indices, sample_indices_batch
+from .scene import SceneConfig, SceneSegmenter, UpPrior
 
 DEFAULT_MODEL_NAME = "default"
+
+
+def _single_threaded_blas():
+    """numpy's OpenBLAS threads keep spinning after each (small) product of the scene stage and
+    take the cores from the encoder that runs next: measured here, the encoder of a real frame
+    took 2x as long. One BLAS thread is as fast for these sizes. Scoped to our calls (the
+    caller's numpy keeps its settings); a no-op without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
+
+
+_THREADPOOLS = None
 UNKNOWN_LABEL = "unknown"
 
 
@@ -64,6 +84,13 @@ class InferenceConfig:
     label_mode: str = "nearest"      # nearest | membership
     score_threshold: float = 0.5     # part probability below this -> background
     min_part_points: int = 5
+    # Object-level evidence (chosen on the real mOSD development scans, see evaluate-real): a part
+    # is reported on an object only when its points' mean probability reaches part_min_mean_score
+    # and it covers between min_ and max_part_fraction of the object; pieces of it smaller than
+    # half its largest connected piece (connected through neighbouring patches) are dropped.
+    part_min_mean_score: float = 0.8
+    min_part_fraction: float = 0.02
+    max_part_fraction: float = 0.35
     keypoint_threshold: float = 0.6
     keypoint_eps: float = 0.08       # clustering radius as a fraction of the object's diagonal
     keypoint_min_weight: float = 3.0
@@ -139,10 +166,17 @@ class SegmentationResult:
     timing_ms: dict
     organized_shape: tuple | None = None
     up: np.ndarray | None = None
+    up_source: str = "none"          # "plane" | "given" | a prior's source | "none"
+    plane: np.ndarray | None = None  # support plane (a, b, c, d), normal up; None: not found / object mode
+    scene_message: str = ""          # what scene mode could not do or assumed (empty: all fine)
+    dropped_objects: int = 0         # objects beyond scene.max_objects
 
     def to_dict(self) -> dict:
         out = {"num_points": self.num_points, "num_valid_points": self.num_valid_points,
                "queries": list(self.queries), "objects": [o.to_dict() for o in self.objects],
+               "up": None if self.up is None else _vec(self.up), "up_source": self.up_source,
+               "plane": None if self.plane is None else _vec(self.plane), "scene_message": self.scene_message,
+               "dropped_objects": self.dropped_objects,
                "timing_ms": {k: round(v, 3) for k, v in self.timing_ms.items()}}
         if self.organized_shape:
             out["organized_shape"] = list(self.organized_shape)
@@ -193,6 +227,8 @@ class _ScoredFrame:
     valid: np.ndarray
     up: np.ndarray | None
     objects: list  # (object id, point indices, PreparedObject, patch features, centers, point probs)
+    scene: object = None  # SceneSegmentation in scene mode
+    nearest: dict = field(default_factory=dict)  # object id -> each point's nearest patch
 
 
 class PartFinder:
@@ -218,16 +254,39 @@ class PartFinder:
     def _valid_points(self, points):
         return checked_cloud(points, self.config.min_points)
 
-    def _objects(self, xyz, valid, scene: bool, up, sensor_origin):
+    @staticmethod
+    def up_prior(up=None, frame: str | None = "auto", organized: bool = False) -> UpPrior | None:
+        """The prior for "up": an explicit vector (hard), else the frame convention (soft):
+        ``optical`` (REP 105 camera frames, up about -y), ``body`` (REP 103, +z), a ROS frame id
+        (``*_optical_frame`` -> optical, any other -> body), ``auto`` (organized clouds come
+        from cameras -> optical; otherwise none) or None."""
+        if up is not None:
+            return UpPrior.from_vector(up, "given", hard=True)
+        if frame is None or frame == "none":
+            return None
+        if frame == "auto":
+            return UpPrior.from_convention("optical") if organized else None
+        if frame in ("optical", "body"):
+            return UpPrior.from_convention(frame)
+        return UpPrior.from_frame_id(frame)
+
+    def _objects(self, xyz, valid, scene: bool, prior: UpPrior | None, sensor_origin):
         if not scene:
-            return [valid], (None if up is None else np.asarray(up, dtype=np.float64))
-        seg = self.segmenter.segment(xyz[valid], sensor_origin=sensor_origin)
-        return [valid[o] for o in seg.objects], seg.up if up is None else np.asarray(up, dtype=np.float64)
+            up = None if prior is None or not prior.hard else prior.vector
+            return [valid], up, None
+        seg = self.segmenter.segment(xyz[valid], sensor_origin=sensor_origin, prior=prior)
+        return [valid[o] for o in seg.objects], seg.up, seg
 
     def prepare_objects(self, xyz: np.ndarray, objects: list, up=None) -> list:
         cfg = self.model.config
-        rng = np.random.default_rng(self.config.seed)
-        samples = sample_indices_batch([xyz[idx] for idx in objects], cfg.num_points, self.config.sampling, rng)
+        if self.config.sampling == "random":
+            # One generator per object, seeded alike: an object is sampled the same way whether
+            # it comes from a scene or alone (object mode), whatever else is in the frame.
+            samples = [sample_indices(xyz[idx], cfg.num_points, "random", np.random.default_rng(self.config.seed))
+                       for idx in objects]
+        else:
+            samples = sample_indices_batch([xyz[idx] for idx in objects], cfg.num_points, self.config.sampling,
+                                           np.random.default_rng(self.config.seed))
         return [prepare_object(xyz[idx], cfg.num_points, cfg.axis_permutation, up=up, index=sample)
                 for idx, sample in zip(objects, samples)]
 
@@ -248,14 +307,16 @@ class PartFinder:
         return ((points @ prepared.rotation.T) - prepared.center @ prepared.rotation.T) / prepared.scale
 
     def _object_probs(self, xyz, idx, prepared, feats, centers, patch_index, text):
+        """(point probabilities (M, Q), each point's nearest patch)."""
         logits = labeling.patch_logits(feats, text, self.model.logit_scale, self.model.config.logit_bias)
         probs_patch = labeling.sigmoid(logits)
         pts_model = self.to_model_frame(prepared, xyz[idx])
+        nearest = labeling.nearest_patch(pts_model, centers)
         if self.config.label_mode == "membership":
             # sample_index addresses the object's points; patch_index addresses the samples.
             return labeling.point_patch_values(pts_model, centers, probs_patch, "membership",
-                                               prepared.sample_index, patch_index)
-        return labeling.point_patch_values(pts_model, centers, probs_patch, "nearest")
+                                               prepared.sample_index, patch_index), nearest
+        return labeling.point_patch_values(pts_model, centers, probs_patch, "nearest", nearest=nearest), nearest
 
     # -- public API -----------------------------------------------------------------------
     def embed_queries(self, queries: list[str], category: str | None = None) -> np.ndarray:
@@ -263,50 +324,78 @@ class PartFinder:
         "a {part} of a {object}" ensemble is used."""
         return self.embedder.embed(queries, category)
 
-    def _score_objects(self, points, names: list, scene: bool, up, sensor_origin, category=None) -> "_ScoredFrame":
+    def _score_objects(self, points, names: list, scene: bool, up, frame, sensor_origin, category=None
+                       ) -> "_ScoredFrame":
         """The stages shared by every mode: validate, embed text, split the scene, encode all
         objects in one batch, and score every object point against every name."""
+        with _single_threaded_blas():
+            return self._score_objects_inner(points, names, scene, up, frame, sensor_origin, category)
+
+    def _score_objects_inner(self, points, names, scene, up, frame, sensor_origin, category) -> "_ScoredFrame":
         timer = _Timer()
         xyz, shape, valid = self._valid_points(points)
+        prior = self.up_prior(up, frame, organized=shape is not None)
         timer.lap("preprocess")
         text = self.embed_queries(names, category)
         timer.lap("text")
-        objects, up = self._objects(xyz, valid, scene, up, sensor_origin)
+        objects, up, seg = self._objects(xyz, valid, scene, prior, sensor_origin)
         timer.lap("scene")
         prepared = self.prepare_objects(xyz, objects, up)
         timer.lap("preprocess")
         feats, centers, patch_index = self.encode_prepared(prepared) or (None, None, None)
         timer.lap("encoder")
-        scored = [(i, idx, prep, feats[i], centers[i],
-                   self._object_probs(xyz, idx, prep, feats[i], centers[i], patch_index[i], text))
-                  for i, (idx, prep) in enumerate(zip(objects, prepared))]
-        return _ScoredFrame(timer, xyz, shape, valid, up, scored)
+        scored, nearest = [], {}
+        for i, (idx, prep) in enumerate(zip(objects, prepared)):
+            probs, nearest[i] = self._object_probs(xyz, idx, prep, feats[i], centers[i], patch_index[i], text)
+            scored.append((i, idx, prep, feats[i], centers[i], probs))
+        return _ScoredFrame(timer, xyz, shape, valid, up, scored, seg, nearest)
+
+    @staticmethod
+    def _result(frame: "_ScoredFrame", queries, objects, given_up: bool) -> SegmentationResult:
+        seg = frame.scene
+        result = SegmentationResult(len(frame.xyz), len(frame.valid), queries, objects, frame.timer.done(),
+                                    frame.shape, frame.up)
+        if seg is not None:
+            result.up_source, result.plane = seg.up_source, seg.plane
+            result.scene_message, result.dropped_objects = seg.message, seg.dropped
+        elif frame.up is not None:
+            result.up_source = "given" if given_up else "none"
+        return result
 
     def find_parts(self, points, queries, scene: bool = False, keypoints: bool = True, up=None,
                    sensor_origin=(0.0, 0.0, 0.0), min_score: float | None = None,
-                   few_shot: FewShotKeypoints | None = None, category: str | None = None) -> SegmentationResult:
+                   few_shot: FewShotKeypoints | None = None, category: str | None = None,
+                   frame: str | None = "auto") -> SegmentationResult:
+        """Parts named by ``queries``. ``up``: the up direction in the cloud's frame (e.g. minus
+        gravity), a hard prior for the support plane and the object alignment; without it
+        scene mode takes up from the plane, guided by the ``frame`` convention (see
+        ``up_prior``), and object mode does not gravity-align."""
         queries = validate_queries(queries)
         threshold = self.config.score_threshold if min_score is None else float(min_score)
-        frame = self._score_objects(points, queries, scene, up, sensor_origin, category)
-        xyz, up = frame.xyz, frame.up
+        scored = self._score_objects(points, queries, scene, up, frame, sensor_origin, category)
+        xyz, aligned_up = scored.xyz, scored.up
         results = []
-        for obj_id, idx, prep, feats, centers, probs in frame.objects:
-            obj = self._build_object(obj_id, xyz, idx, probs, queries, threshold, up, keypoints)
+        for obj_id, idx, prep, feats, centers, probs in scored.objects:
+            obj = self._build_object(obj_id, xyz, idx, probs, queries, threshold, aligned_up, keypoints,
+                                     scored.nearest[obj_id], centers)
             if few_shot is not None:
-                obj.keypoints += self._few_shot_keypoints(few_shot, xyz, idx, prep, feats, centers, obj_id, up)
+                obj.keypoints += self._few_shot_keypoints(few_shot, xyz, idx, prep, feats, centers, obj_id,
+                                                          aligned_up)
             results.append(obj)
-        frame.timer.lap("postprocess")
-        return SegmentationResult(len(xyz), len(frame.valid), queries, results, frame.timer.done(), frame.shape, up)
+        scored.timer.lap("postprocess")
+        return self._result(scored, queries, results, up is not None)
 
     def name_parts(self, points, vocabulary, scene: bool = False, up=None,
-                   sensor_origin=(0.0, 0.0, 0.0), category: str | None = None) -> SegmentationResult:
+                   sensor_origin=(0.0, 0.0, 0.0), category: str | None = None,
+                   frame: str | None = "auto") -> SegmentationResult:
         """Label every point with one vocabulary entry (or "unknown") and a confidence."""
         vocabulary = validate_queries(vocabulary)
-        frame = self._score_objects(points, vocabulary, scene, up, sensor_origin, category)
-        xyz, up = frame.xyz, frame.up
+        scored = self._score_objects(points, vocabulary, scene, up, frame, sensor_origin, category)
+        given_up = up is not None
+        xyz, up = scored.xyz, scored.up
         labels_out = list(vocabulary) + [UNKNOWN_LABEL]
         results = []
-        for obj_id, idx, _, _, _, probs in frame.objects:
+        for obj_id, idx, _, _, _, probs in scored.objects:
             best = probs.argmax(axis=1)
             conf = probs[np.arange(len(best)), best]
             best = np.where(conf >= self.config.unknown_threshold, best, len(vocabulary))
@@ -320,8 +409,8 @@ class PartFinder:
                                                  xyz[idx[members]], obj.centroid, up))
             obj.parts.sort(key=lambda p: -p.score)
             results.append(obj)
-        frame.timer.lap("postprocess")
-        return SegmentationResult(len(xyz), len(frame.valid), labels_out, results, frame.timer.done(), frame.shape, up)
+        scored.timer.lap("postprocess")
+        return self._result(scored, labels_out, results, given_up)
 
     # -- result building ------------------------------------------------------------------
     @staticmethod
@@ -331,13 +420,22 @@ class PartFinder:
         approach = labeling.approach_direction(centroid, object_centroid, up)
         return Part(label, score, indices.astype(np.int64), centroid, center, quat, size, approach)
 
-    def _build_object(self, obj_id, xyz, idx, probs, queries, threshold, up, keypoints) -> ObjectResult:
+    def _build_object(self, obj_id, xyz, idx, probs, queries, threshold, up, keypoints, nearest,
+                      centers) -> ObjectResult:
         pts = xyz[idx]
         labels = labeling.assign_labels(probs, threshold)
         obj = ObjectResult(obj_id, idx, pts.mean(axis=0), point_labels=labels, point_scores=probs.max(axis=1))
         diag = float(np.linalg.norm(np.ptp(pts, axis=0)))
+        cfg = self.config
         for q, name in enumerate(queries):
             members = labels == q
+            if members.any():
+                members = labeling.main_components(members, nearest, centers)
+                share = members.mean()
+                if not (members.any() and cfg.min_part_fraction <= share <= cfg.max_part_fraction
+                        and probs[members, q].mean() >= cfg.part_min_mean_score):
+                    members[:] = False  # not enough evidence for this part on this object
+                labels[(labels == q) & ~members] = -1
             if members.sum() >= self.config.min_part_points:
                 obj.parts.append(self._make_part(name, float(probs[members, q].mean()), idx[members],
                                                  pts[members], obj.centroid, up))
@@ -354,10 +452,13 @@ class PartFinder:
         found = cluster_keypoints(pts, weights, threshold, eps=max(cfg.keypoint_eps * diag, 1e-6),
                                   min_weight=cfg.keypoint_min_weight, max_keypoints=cfg.max_keypoints, seed=cfg.seed)
         out = []
-        tree = cKDTree(pts) if found else None
+        # Normals need only the points near each keypoint: a tree over at most 20k of them keeps
+        # this from growing with the object (a 100k-point close-up).
+        near = pts if len(pts) <= 20000 else pts[np.random.default_rng(cfg.seed).choice(len(pts), 20000, replace=False)]
+        tree = cKDTree(near) if found else None
         for cand in found:
             position = pts[refine(cand.members)] if refine is not None else cand.position
-            normal = labeling.surface_normal(pts, position, centroid, tree=tree)
+            normal = labeling.surface_normal(near, position, centroid, tree=tree)
             approach = -normal if np.linalg.norm(normal) > 0 else labeling.approach_direction(position, centroid, up)
             out.append(Keypoint(label, cand.score, position, normal, approach))
         return out

@@ -34,8 +34,9 @@ def as_point_array(points) -> tuple[np.ndarray, tuple[int, int] | None]:
 
 
 def valid_indices(points: np.ndarray) -> np.ndarray:
-    """Indices of rows whose x, y, z are all finite."""
-    return np.flatnonzero(np.isfinite(points).all(axis=1))
+    """Indices of rows whose x, y, z are all finite (a row sum is finite exactly then, short of
+    overflow beyond 1e308, and is one pass instead of a (N, 3) mask)."""
+    return np.flatnonzero(np.isfinite(points[:, 0] + points[:, 1] + points[:, 2]))
 
 
 def checked_cloud(points, min_points: int):

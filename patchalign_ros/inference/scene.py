@@ -1,14 +1,35 @@
-"""Scene mode: crop, voxel downsample, dominant plane removal, Euclidean clustering (open3d).
+"""Scene mode: from a real camera/LiDAR cloud to one point set per object.
 
-Works on the caller's valid points and returns each object as indices into them, so labels
-map back to the source cloud. The support plane's normal is returned as the scene's "up"
-(a free gravity estimate for tabletop scenes).
+1. **Up.** A prior for "up" in the cloud's frame: given by the caller (a gravity vector or tf),
+   or the frame convention (REP 103 body frames: +z; REP 105 ``*_optical_frame``: about -y,
+   pitch unknown). Explicit priors are hard (the plane must agree within
+   ``up_tolerance_deg``); convention priors are soft (no agreeing plane -> try without).
+2. **Support plane.** RANSAC over a random sample of the *real* points (voxel counts would
+   favour far, sparse backgrounds), hypotheses restricted to the prior, refined by least
+   squares. Objects are the points above it within a height band and over its footprint
+   (the convex hull of its inliers, as in PCL's polygonal prism). No plane -> said in the
+   result and the prior is used as up; nothing is removed.
+3. **Objects that touch.** Voxel normals (1 cm); neighbour pairs whose normals meet at a
+   concave angle (LCCP's convexity criterion, Stein et al. 2014) are cut, and voxels with many
+   such pairs (creases between touching or stacked objects) are held out of the connected
+   components and re-attached to the nearest segment afterwards. Segments that lie inside
+   another's footprint below its rim (a mug's inside) or that are too small to be objects
+   (handles cut at their concave roots, noise) join their neighbour.
+
+Every object is returned as indices into the points given to ``segment()``, so labels map
+back to the source cloud.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import ConvexHull, cKDTree
+
+# The frame conventions a prior can come from: (name, up vector in that frame).
+FRAME_CONVENTIONS = {"optical": np.array([0.0, -1.0, 0.0]), "body": np.array([0.0, 0.0, 1.0])}
 
 
 @dataclass
@@ -16,15 +37,28 @@ class SceneConfig:
     crop_min: list = field(default_factory=lambda: [-float("inf")] * 3)  # caller frame, metres
     crop_max: list = field(default_factory=lambda: [float("inf")] * 3)
     voxel_size: float = 0.01
-    plane_distance: float = 0.01        # RANSAC inlier distance
-    plane_min_fraction: float = 0.15    # a plane must hold this share of the points to be removed
-    plane_iterations: int = 200
-    cluster_eps: float = 0.02           # DBSCAN neighbour distance
-    cluster_min_points: int = 6         # DBSCAN core size in voxels (a 2 cm disc of 1 cm voxels holds ~12)
-    min_object_points: int = 100        # full-resolution points
+    plane_distance: float = 0.012       # RANSAC inlier distance; objects start above it (m)
+    plane_min_fraction: float = 0.05    # the support plane holds at least this share of the points
+    plane_iterations: int = 300         # RANSAC hypotheses
+    plane_sample: int = 20000           # real points RANSAC counts on
+    up_tolerance_deg: float = 60.0      # largest angle between the up prior and the plane normal
+    max_object_height: float = 0.6      # height band above the plane (m)
+    hull_margin: float = 0.03           # objects may overhang the plane's footprint this much (m)
+    normal_radius: float = 0.025        # voxel normal estimation radius (m)
+    cluster_eps: float = 0.02           # neighbour distance between voxels of one object (m)
+    concave_deg: float = 15.0           # a concave bend sharper than this separates surfaces
+    crease_fraction: float = 0.1        # voxels with this share of concave pairs are creases
+    min_segment_points: int = 150       # smaller pieces join a neighbour (handles, noise)
+    min_segment_share: float = 0.3      # pieces off the plane on a neighbour's side, smaller than this
+                                        # share of it, join it (handles cut at their concave roots)
+    min_stacked_share: float = 0.12     # the same for pieces on the neighbour's top (caps)
+    gap_eps: float = 0.04               # small pieces off the plane look this far for their host (m)
+    concave_segment_share: float = 0.5  # pieces with more concave bends than this join a neighbour
+    smooth_boundary_share: float = 0.8  # neighbours whose shared boundary is this convex/smooth join
+    min_object_points: int = 150        # full-resolution points
     min_object_extent: float = 0.03     # largest side of the object's box, metres
     max_object_extent: float = 1.0
-    max_objects: int = 8
+    max_objects: int = 32               # nearest first; the rest is counted in ``dropped``
     seed: int = 0
 
     @classmethod
@@ -37,73 +71,345 @@ class SceneConfig:
 
 
 @dataclass
+class UpPrior:
+    """Where "up" is believed to be, in the cloud's frame, and how firmly."""
+    vector: np.ndarray
+    source: str          # "gravity" | "tf:<frame>" | "up" | "convention:optical" | "convention:body"
+    hard: bool           # hard: a plane must agree; soft: try without the prior if none does
+
+    @classmethod
+    def from_vector(cls, up, source: str = "up", hard: bool = True) -> "UpPrior":
+        v = np.asarray(up, dtype=np.float64).reshape(-1)
+        if v.shape != (3,) or not np.all(np.isfinite(v)) or np.linalg.norm(v) < 1e-9:
+            raise ValueError(f"up must be a non-zero finite 3-vector, got {up!r}")
+        return cls(v / np.linalg.norm(v), source, hard)
+
+    @classmethod
+    def from_convention(cls, name: str) -> "UpPrior":
+        if name not in FRAME_CONVENTIONS:
+            raise ValueError(f"unknown frame convention {name!r}; choose from {sorted(FRAME_CONVENTIONS)}")
+        return cls(FRAME_CONVENTIONS[name].copy(), f"convention:{name}", hard=False)
+
+    @classmethod
+    def from_frame_id(cls, frame_id: str) -> "UpPrior":
+        """REP 105 optical frames (``*_optical_frame``) look along +z with y down; every other
+        frame is a REP 103 body frame with z up."""
+        return cls.from_convention("optical" if "optical" in (frame_id or "").lower() else "body")
+
+
+@dataclass
 class SceneSegmentation:
-    objects: list            # list of index arrays into the points given to segment()
+    objects: list             # list of index arrays into the points given to segment()
     plane: np.ndarray | None  # (a, b, c, d) with (a, b, c) the unit normal pointing "up"
     up: np.ndarray | None
+    up_source: str = "none"   # "plane" | the prior's source | "none"
+    message: str = ""         # what went wrong or was assumed (no plane, prior ignored, ...)
+    dropped: int = 0          # objects beyond max_objects
 
 
-def _voxel_groups(points: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
-    """(representative index per voxel, voxel id per point)."""
-    if voxel <= 0:
-        return np.arange(len(points)), np.arange(len(points))
+def _voxel_means(points: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(voxel centroids (V, 3), voxel id per point, points per voxel)."""
     keys = np.floor((points - points.min(axis=0)) / voxel).astype(np.int64)
     dims = keys.max(axis=0) + 1
     flat = (keys[:, 0] * dims[1] + keys[:, 1]) * dims[2] + keys[:, 2]
-    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
+    _, inverse = np.unique(flat, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    counts = np.bincount(inverse).astype(np.float64)
+    means = np.stack([np.bincount(inverse, points[:, k]) for k in range(3)], axis=1) / counts[:, None]
+    return means, inverse, counts
+
+
+def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)), -1, 1))))
+
+
+def fit_support_plane(points: np.ndarray, cfg: SceneConfig, prior: np.ndarray | None, rng: np.random.Generator,
+                      sensor_origin=(0.0, 0.0, 0.0)):
+    """RANSAC plane (a, b, c, d), normal oriented up (towards the prior, else the sensor), or None.
+
+    Hypotheses whose normal is more than ``up_tolerance_deg`` from ``prior`` are discarded
+    before counting, so a wall or a far background cannot win on size alone."""
+    if len(points) < 3:
+        return None
+    # drawn with replacement: a permutation of 300k points would cost more than the fit
+    sample = points[rng.integers(len(points), size=cfg.plane_sample)] if len(points) > cfg.plane_sample \
+        else points
+    trip = sample[rng.integers(len(sample), size=(cfg.plane_iterations, 3))]
+    normals = np.cross(trip[:, 1] - trip[:, 0], trip[:, 2] - trip[:, 0])
+    norms = np.linalg.norm(normals, axis=1)
+    ok = norms > 1e-9
+    normals, trip = normals[ok] / norms[ok, None], trip[ok]
+    if prior is not None:
+        cos_tol = np.cos(np.radians(cfg.up_tolerance_deg))
+        ok = np.abs(normals @ prior) >= cos_tol
+        normals, trip = normals[ok], trip[ok]
+    if len(normals) == 0:
+        return None
+    offsets = -(normals * trip[:, 0]).sum(axis=1)
+    # Score every hypothesis on 2,000 points, then the 16 best on the whole sample.
+    coarse = sample[:2000]
+    rough = (np.abs(coarse @ normals.T + offsets) < cfg.plane_distance).sum(axis=0)
+    top = np.argsort(-rough)[:16]
+    normals, offsets = normals[top], offsets[top]
+    counts = (np.abs(sample @ normals.T + offsets) < cfg.plane_distance).sum(axis=0)
+    best = int(np.argmax(counts))
+    if counts[best] < max(cfg.plane_min_fraction * len(sample), 3):
+        return None
+    # Least-squares refinement on the inliers (twice: the refit may gain inliers).
+    normal, offset = normals[best], offsets[best]
+    for _ in range(2):
+        inliers = sample[np.abs(sample @ normal + offset) < cfg.plane_distance]
+        centroid = inliers.mean(axis=0)
+        _, _, vt = np.linalg.svd(inliers - centroid, full_matrices=False)
+        refined = vt[2]
+        if prior is not None and angle_deg(refined, prior) > cfg.up_tolerance_deg and \
+                angle_deg(-refined, prior) > cfg.up_tolerance_deg:
+            break
+        normal, offset = refined, -float(refined @ centroid)
+    plane = np.append(normal, offset)
+    reference = prior if prior is not None else None
+    if reference is not None:
+        if normal @ reference < 0:
+            plane = -plane
+    elif np.dot(plane[:3], np.asarray(sensor_origin, dtype=np.float64)) + plane[3] < 0:
+        plane = -plane  # a camera looks at a table from above
+    return plane
+
+
+def _plane_basis(normal: np.ndarray) -> np.ndarray:
+    helper = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    u = np.cross(normal, helper)
+    u /= np.linalg.norm(u)
+    return np.stack([u, np.cross(normal, u)], axis=1)  # (3, 2)
+
+
+def inside_hull(hull_points_2d: np.ndarray, query_2d: np.ndarray, margin: float = 0.0) -> np.ndarray | None:
+    """Which ``query_2d`` points lie in the convex hull of ``hull_points_2d`` grown by
+    ``margin``; None when there is no hull (fewer than 3 points, or collinear)."""
+    if len(hull_points_2d) < 3:
+        return None
+    try:
+        hull = ConvexHull(hull_points_2d)
+    except Exception:  # qhull refuses degenerate input
+        return None
+    # hull.equations: unit outward normals and offsets, inside where n.x + b <= 0
+    return (query_2d @ hull.equations[:, :2].T + hull.equations[:, 2]).max(axis=1) <= margin
 
 
 class SceneSegmenter:
     def __init__(self, config: SceneConfig | None = None):
         self.config = config or SceneConfig()
 
-    def segment(self, points: np.ndarray, sensor_origin=(0.0, 0.0, 0.0)) -> SceneSegmentation:
+    # -- stage 1-2: up and the support plane -------------------------------------------------
+    def find_plane(self, points: np.ndarray, prior: UpPrior | None, sensor_origin=(0.0, 0.0, 0.0)):
+        """(plane or None, up or None, up source, message)."""
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        plane = fit_support_plane(points, cfg, None if prior is None else prior.vector, rng, sensor_origin)
+        if plane is not None:
+            return plane, plane[:3].copy(), "plane", ""
+        if prior is not None and not prior.hard:
+            plane = fit_support_plane(points, cfg, None, np.random.default_rng(cfg.seed), sensor_origin)
+            if plane is not None:
+                return plane, plane[:3].copy(), "plane", (
+                    f"no support plane within {cfg.up_tolerance_deg:.0f} deg of the {prior.source} up "
+                    f"{np.round(prior.vector, 3).tolist()}; used the largest plane "
+                    f"({angle_deg(plane[:3], prior.vector):.0f} deg off)")
+        if prior is not None:
+            return None, prior.vector.copy(), prior.source, (
+                f"no support plane found (within {cfg.up_tolerance_deg:.0f} deg of the {prior.source} up); "
+                "objects are clustered without plane removal and aligned to the prior")
+        return None, None, "none", "no support plane found and no up prior; objects are not gravity-aligned"
+
+    # -- stage 3: objects --------------------------------------------------------------------
+    def segment(self, points: np.ndarray, sensor_origin=(0.0, 0.0, 0.0), prior: UpPrior | None = None
+                ) -> SceneSegmentation:
+        cfg = self.config
+        points = np.asarray(points, dtype=np.float64)
+        lo, hi = np.asarray(cfg.crop_min, dtype=np.float64), np.asarray(cfg.crop_max, dtype=np.float64)
+        if np.all(np.isinf(lo)) and np.all(np.isinf(hi)):
+            keep = np.arange(len(points))
+        else:
+            keep = np.flatnonzero(np.all((points >= lo) & (points <= hi), axis=1))
+        if len(keep) < cfg.min_object_points:
+            return SceneSegmentation([], None, None if prior is None else prior.vector.copy(),
+                                     "none" if prior is None else prior.source,
+                                     f"only {len(keep)} points inside the crop box")
+        cropped = points if len(keep) == len(points) else points[keep]
+        plane, up, up_source, message = self.find_plane(cropped, prior, sensor_origin)
+        if plane is not None:
+            height = cropped @ plane[:3] + plane[3]
+            above = (height > cfg.plane_distance) & (height < cfg.max_object_height)
+            basis = _plane_basis(plane[:3])
+            on_plane = np.abs(height) < cfg.plane_distance
+            inl = np.flatnonzero(on_plane)
+            if len(inl) > 3000:
+                inl = np.random.default_rng(cfg.seed).choice(inl, 3000, replace=False)
+            cand = np.flatnonzero(above)
+            inside = inside_hull(cropped[inl] @ basis, cropped[cand] @ basis, cfg.hull_margin) if len(cand) else None
+            if inside is not None:
+                cand = cand[inside]
+        else:
+            cand = np.arange(len(cropped))
+        if len(cand) < cfg.min_object_points:
+            return SceneSegmentation([], plane, up, up_source, message or "no points above the support plane")
+        labels = self._split_objects(cropped[cand], sensor_origin,
+                                     None if plane is None else cropped[cand] @ plane[:3] + plane[3])
+        objects = []
+        for members in _groups(labels):
+            if len(members) < cfg.min_object_points:
+                continue
+            pts = cropped[cand[members]]
+            extent = float(np.ptp(pts, axis=0).max())
+            if not cfg.min_object_extent <= extent <= cfg.max_object_extent:
+                continue
+            objects.append(keep[cand[members]])
+        # Nearest objects first: they are the ones a robot reaches for.
+        origin = np.asarray(sensor_origin, dtype=np.float64)
+        objects.sort(key=lambda m: float(np.linalg.norm(points[m].mean(axis=0) - origin)))
+        dropped = max(0, len(objects) - cfg.max_objects)
+        if dropped:
+            message = "; ".join(filter(None, [message, f"{dropped} object(s) beyond max_objects "
+                                                       f"{cfg.max_objects} not processed"]))
+        return SceneSegmentation(objects[:cfg.max_objects], plane, up, up_source, message, dropped)
+
+    def _split_objects(self, pts: np.ndarray, sensor_origin, height: np.ndarray | None = None) -> np.ndarray:
+        """Segment label per point of ``pts`` (points above the plane), -1 for none."""
         import open3d as o3d
 
         cfg = self.config
-        points = np.asarray(points, dtype=np.float64)
-        keep = np.flatnonzero(np.all((points >= cfg.crop_min) & (points <= cfg.crop_max), axis=1))
-        if len(keep) < cfg.min_object_points:
-            return SceneSegmentation([], None, None)
-        cropped = points[keep]
-        reps, voxel_of = _voxel_groups(cropped, cfg.voxel_size)
-        down = cropped[reps]
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(down))
+        vox, voxel_of, counts = _voxel_means(pts, cfg.voxel_size)
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(vox))
+        cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=cfg.normal_radius, max_nn=30))
+        normals = np.asarray(cloud.normals)
+        towards = np.asarray(sensor_origin, dtype=np.float64) - vox
+        normals[(normals * towards).sum(axis=1) < 0] *= -1  # the sensor sees the outside
+        tree = cKDTree(vox)
+        pairs = tree.query_pairs(cfg.cluster_eps, output_type="ndarray")
+        n = len(vox)
+        if len(pairs) == 0:
+            return np.arange(n)[voxel_of]
+        i, j = pairs[:, 0], pairs[:, 1]
+        # LCCP convexity: (n_i - n_j) . (x_i - x_j) > 0 for a convex connection.
+        convex = ((normals[i] - normals[j]) * (vox[i] - vox[j])).sum(axis=1) > 0
+        bent = (normals[i] * normals[j]).sum(axis=1) < np.cos(np.radians(cfg.concave_deg))
+        cut = ~convex & bent
+        degree = np.bincount(i, minlength=n) + np.bincount(j, minlength=n)
+        cuts = np.bincount(i[cut], minlength=n) + np.bincount(j[cut], minlength=n)
+        crease = cuts > cfg.crease_fraction * np.maximum(degree, 1)
+        link = ~cut & ~crease[i] & ~crease[j]
+        graph = coo_matrix((np.ones(int(link.sum())), (i[link], j[link])), shape=(n, n))
+        _, label = connected_components(graph, directed=False)
+        solid = np.flatnonzero(~crease)
+        if len(solid) and crease.any():  # creases join the nearest segment
+            _, nearest = cKDTree(vox[solid]).query(vox[crease], k=1)
+            label[crease] = label[solid[nearest]]
+        _, label = np.unique(label, return_inverse=True)
+        # Pairs that bend at all (> 3 deg) vote convex or concave for their segment.
+        bends = (normals[i] * normals[j]).sum(axis=1) < np.cos(np.radians(3.0))
+        # Voxels standing on the support plane: pieces holding one are objects on the table and
+        # keep their own identity whatever their size (a handle or a cap never reaches down).
+        voxel_height = np.zeros(n) if height is None else np.bincount(voxel_of, height) / counts
+        grounded = np.zeros(n, dtype=bool) if height is None else voxel_height < cfg.plane_distance + cfg.voxel_size
+        label = self._merge_segments(label.reshape(-1), counts, i, j, cut, convex[bends], i[bends], j[bends],
+                                     grounded, voxel_height, tree)
+        return label[voxel_of]
 
-        plane, up = None, None
-        keep_voxel = np.ones(len(down), dtype=bool)
-        if len(down) >= 3:
-            o3d.utility.random.seed(cfg.seed)
-            model, inliers = cloud.segment_plane(cfg.plane_distance, 3, cfg.plane_iterations)
-            if len(inliers) >= cfg.plane_min_fraction * len(down):
-                plane = np.asarray(model, dtype=np.float64)
-                plane /= np.linalg.norm(plane[:3])
-                # Orient the normal towards the sensor: a camera looks at a table from above.
-                if np.dot(plane[:3], sensor_origin) + plane[3] < 0:
-                    plane = -plane
-                up = plane[:3].copy()
-                signed = down @ plane[:3] + plane[3]
-                keep_voxel = signed > cfg.plane_distance  # drop the plane and what lies beneath it
-        voxel_ids = np.flatnonzero(keep_voxel)
-        if len(voxel_ids) == 0:
-            return SceneSegmentation([], plane, up)
-        sub = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(down[voxel_ids]))
-        labels = np.asarray(sub.cluster_dbscan(cfg.cluster_eps, cfg.cluster_min_points, print_progress=False))
-        voxel_label = np.full(len(down), -1, dtype=np.int64)
-        voxel_label[voxel_ids] = labels
-        point_label = voxel_label[voxel_of]
+    def _merge_segments(self, label, counts, i, j, cut, bend_convex, bend_i, bend_j, grounded,
+                        height, tree) -> np.ndarray:
+        """Join segments that belong together, as LCCP does at the segment level:
+        neighbours whose shared boundary is mostly convex or smooth (two halves of a mug wall
+        parted by its handle, joined over the rim); concave pieces (mostly concave bends inside:
+        the inside of a mug or bowl seen through its opening; an object seen from outside is
+        convex) into the neighbour they touch most; and pieces too small to be an object into
+        the larger neighbour they touch most (small: under min_segment_points, or, for pieces
+        that do not stand on the plane, under min_segment_share of that neighbour when they hang
+        on its side (handles) and under min_stacked_share when they sit on its top (caps; a
+        larger object stacked on another stays itself)). Touching objects meet along concave
+        creases and stay apart."""
+        cfg = self.config
+        parent = np.arange(int(label.max()) + 1)
 
-        objects = []
-        for lab in range(labels.max() + 1 if len(labels) else 0):
-            members = keep[point_label == lab]
-            if len(members) < cfg.min_object_points:
-                continue
-            pts = points[members]
-            extent = float((pts.max(axis=0) - pts.min(axis=0)).max())
-            if not cfg.min_object_extent <= extent <= cfg.max_object_extent:
-                continue
-            objects.append(members)
-        # Nearest objects first: they are the ones a robot reaches for.
-        objects.sort(key=lambda m: float(np.linalg.norm(points[m].mean(axis=0) - np.asarray(sensor_origin))))
-        return SceneSegmentation(objects[:cfg.max_objects], plane, up)
+        def root(x):
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        def join(a, b):
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+                return True
+            return False
+
+        for _ in range(4):
+            seg = np.array([root(x) for x in range(len(parent))])[label]
+            k = len(parent)
+            size = np.bincount(seg, weights=counts, minlength=k)
+            on_plane = np.bincount(seg, weights=grounded, minlength=k) > 0
+            low = np.full(k, np.inf)
+            high = np.full(k, -np.inf)
+            np.minimum.at(low, seg, height)
+            np.maximum.at(high, seg, height)
+            inner = seg[bend_i] == seg[bend_j]
+            concave = np.bincount(seg[bend_i][inner & ~bend_convex], minlength=k)
+            convex = np.bincount(seg[bend_i][inner & bend_convex], minlength=k)
+            concave_share = concave / np.maximum(concave + convex, 1)
+            si, sj = seg[i], seg[j]
+            across = si != sj
+            if not across.any():
+                break
+            a = np.concatenate([si[across], sj[across]])
+            b = np.concatenate([sj[across], si[across]])
+            contact = coo_matrix((np.ones(len(a)), (a, b)), shape=(k, k)).tocsr()
+            smooth = np.tile(~cut[across], 2).astype(np.float64)
+            smooth_contact = coo_matrix((smooth, (a, b)), shape=(k, k)).tocsr()
+            changed = False
+            for s in np.argsort(size):  # smallest first
+                if size[s] == 0:
+                    continue
+                row = contact.getrow(s)
+                touching = row.toarray()[0]
+                neighbours = row.indices
+                via_gap = False
+                if not on_plane[s] and size[s] < cfg.min_segment_share * size.max():
+                    # a small piece off the plane may be cut off by a gap of missing depth (a
+                    # moulded handle's edges): look for what lies within gap_eps of it
+                    mine = np.flatnonzero(seg == s)
+                    near = np.concatenate(tree.query_ball_point(tree.data[mine[:: max(1, len(mine) // 100)]],
+                                                                cfg.gap_eps)).astype(np.int64)
+                    if not touching.any():
+                        touching = np.bincount(seg[near], minlength=k).astype(np.float64)
+                        touching[s] = 0
+                        neighbours, via_gap = np.flatnonzero(touching), True
+                if len(neighbours) == 0:
+                    continue
+                smooth_share = smooth_contact.getrow(s).toarray()[0] / np.maximum(touching, 1)
+                for nb in row.indices[(smooth_share[row.indices] >= cfg.smooth_boundary_share)
+                                      & (touching[row.indices] >= 3)]:
+                    changed |= join(s, nb)
+                if concave_share[s] > cfg.concave_segment_share:
+                    changed |= join(s, neighbours[np.argmax(touching[neighbours])])
+                    continue
+                larger = neighbours[size[neighbours] > size[s]]
+                if len(larger):
+                    best = larger[np.argmax(touching[larger])]
+                    on_side = low[s] < high[best] - 2 * cfg.voxel_size  # reaches below its top
+                    share = 0.0 if on_plane[s] else cfg.min_segment_share if on_side else \
+                        0.0 if via_gap else cfg.min_stacked_share
+                    if size[s] < max(cfg.min_segment_points, share * size[best]):
+                        changed |= join(s, best)
+            if not changed:
+                break
+        seg = np.array([root(x) for x in range(len(parent))])[label]
+        return np.unique(seg, return_inverse=True)[1].reshape(-1)
+
+
+def _groups(labels: np.ndarray) -> list:
+    """Index arrays of the points of each label >= 0."""
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    return [order[s:e] for s, e in zip(starts, ends) if sorted_labels[s] >= 0]

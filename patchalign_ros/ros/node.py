@@ -9,9 +9,12 @@ keeps serving the service, parameters and lifecycle while a frame is processed.
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
+
+import numpy as np
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -43,27 +46,42 @@ PARAMETERS = {
     "text_encoder": ("", "minilm | sentence-transformers:DIR | openclip:MODEL@CKPT; empty: the model's own"),
     "queries": (["handle"], "part names published continuously on ~/segments (empty: only on request)"),
     "score_threshold": (0.5, "part probability below this is background"),
+    "part_min_mean_score": (0.8, "a part is reported on an object only when its points' mean probability "
+                                 "reaches this (object-level evidence)"),
+    "max_part_fraction": (0.35, "a part covering more of an object than this is not reported"),
     "publish_keypoints": (True, "compute keypoints for continuous results"),
     "scene_mode": (True, "split clouds into objects (plane removal + clustering); false: one object"),
     "max_rate_hz": (5.0, "continuous inference rate limit; newer frames replace older ones"),
-    "reliability": ("best_effort", "input QoS reliability: best_effort (SensorDataQoS) | reliable"),
+    "reliability": ("auto", "input QoS reliability: auto (match what the publishers offer, re-checked when "
+                            "they change) | best_effort (SensorDataQoS) | reliable"),
     "qos_depth": (2, "input QoS depth"),
+    "stale_input_s": (3.0, "warn when a publisher is matched but no cloud arrived for this long"),
+    "gravity": ([0.0, 0.0, 0.0], "gravity direction in the cloud frame (e.g. [0, 1, 0] for a level optical "
+                                 "frame); all zero: not given"),
+    "gravity_frame": ("", "a frame whose +z is up (e.g. base_link), looked up with tf2 when tf2_ros is "
+                          "installed; empty: not used"),
+    "up_tolerance_deg": (60.0, "largest angle between the up prior and the support plane's normal"),
     "service_timeout_s": (5.0, "how long ~/query_parts waits for a first cloud by default"),
     "autostart": (True, "configure and activate at start"),
     "warn_total_ms": (500.0, "diagnostics warn when a frame takes longer"),
     "threads": (0, "torch threads (0: torch's default)"),
     "scene.voxel_size": (0.01, "voxel grid for segmentation (m)"),
-    "scene.plane_distance": (0.01, "RANSAC table-plane inlier distance (m)"),
+    "scene.plane_distance": (0.012, "RANSAC table-plane inlier distance (m)"),
+    "scene.max_object_height": (0.6, "objects are points up to this height above the plane (m)"),
     "scene.cluster_eps": (0.02, "object clustering distance (m)"),
-    "scene.min_object_points": (100, "smallest object (points)"),
+    "scene.concave_deg": (15.0, "a concave bend sharper than this separates touching objects (deg)"),
+    "scene.min_object_points": (150, "smallest object (points)"),
     "scene.min_object_extent": (0.03, "smallest object (m)"),
     "scene.max_object_extent": (1.0, "largest object (m)"),
-    "scene.max_objects": (8, "objects per frame, nearest first"),
+    "scene.max_objects": (32, "objects per frame, nearest first; the rest is counted and reported"),
     "scene.crop_min": ([-1e9, -1e9, -1e9], "crop box minimum x, y, z in the cloud frame (m)"),
     "scene.crop_max": ([1e9, 1e9, 1e9], "crop box maximum x, y, z in the cloud frame (m)"),
 }
+SCENE_FIELDS = [name.split(".", 1)[1] for name in PARAMETERS if name.startswith("scene.")]
+RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=256, reliability=ReliabilityPolicy.RELIABLE)
-LIVE_PARAMETERS = {"queries", "score_threshold", "publish_keypoints", "max_rate_hz", "warn_total_ms"}
+LIVE_PARAMETERS = {"queries", "score_threshold", "part_min_mean_score", "max_part_fraction", "publish_keypoints",
+                   "max_rate_hz", "warn_total_ms"}
 
 
 class PerceptionNode(LifecycleNode):
@@ -85,9 +103,15 @@ class PerceptionNode(LifecycleNode):
         self._stats = {"received": 0, "processed": 0, "dropped": 0, "rejected": 0, "failed": 0}
         self._last_timing = {}
         self._last_reject = ""
+        self._scene_message = ""
         self._logged_causes = set()
         self._pubs = {}
         self._sub = None
+        self._sub_reliability = None
+        self._matched_since = None
+        self._last_cloud_time = None
+        self._input_warning = ""
+        self._tf_buffer = None
         self._frames = MutuallyExclusiveCallbackGroup()
         self._requests = ReentrantCallbackGroup()
         # The service exists in every state, so a caller always learns why nothing comes back.
@@ -97,6 +121,7 @@ class PerceptionNode(LifecycleNode):
                             qos_profile=SERVICE_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._requests)
+        self.create_timer(1.0, self._check_input, callback_group=self._frames)
 
     # -- parameters ------------------------------------------------------------------------
     def p(self, name):
@@ -111,12 +136,15 @@ class PerceptionNode(LifecycleNode):
                         validate_queries(value)
                     except ValueError as exc:
                         return SetParametersResult(successful=False, reason=f"queries: {exc}")
-            elif prm.name == "score_threshold" and not 0.0 <= float(prm.value) <= 1.0:
-                return SetParametersResult(successful=False, reason="score_threshold must be in [0, 1]")
+            elif prm.name in ("score_threshold", "part_min_mean_score", "max_part_fraction") and \
+                    not 0.0 <= float(prm.value) <= 1.0:
+                return SetParametersResult(successful=False, reason=f"{prm.name} must be in [0, 1]")
             elif prm.name == "max_rate_hz" and float(prm.value) <= 0:
                 return SetParametersResult(successful=False, reason="max_rate_hz must be > 0")
-            elif prm.name == "reliability" and prm.value not in ("best_effort", "reliable"):
-                return SetParametersResult(successful=False, reason="reliability: best_effort | reliable")
+            elif prm.name == "reliability" and prm.value not in ("auto", "best_effort", "reliable"):
+                return SetParametersResult(successful=False, reason="reliability: auto | best_effort | reliable")
+            elif prm.name == "gravity" and (len(prm.value) != 3 or not all(math.isfinite(v) for v in prm.value)):
+                return SetParametersResult(successful=False, reason="gravity must be 3 finite numbers")
             elif prm.name not in LIVE_PARAMETERS and self._finder is not None and prm.name in PARAMETERS:
                 self.get_logger().info(f"parameter {prm.name} takes effect at the next configure")
         return SetParametersResult(successful=True)
@@ -127,10 +155,10 @@ class PerceptionNode(LifecycleNode):
 
         scene = SceneConfig(**{f: (list(self.p(f"scene.{f}")) if isinstance(self.p(f"scene.{f}"), (list, tuple))
                                    else self.p(f"scene.{f}"))
-                               for f in ("voxel_size", "plane_distance", "cluster_eps", "min_object_points",
-                                         "min_object_extent", "max_object_extent", "max_objects", "crop_min",
-                                         "crop_max")})
-        return InferenceConfig(score_threshold=float(self.p("score_threshold")), scene=scene)
+                               for f in SCENE_FIELDS}, up_tolerance_deg=float(self.p("up_tolerance_deg")))
+        return InferenceConfig(score_threshold=float(self.p("score_threshold")),
+                               part_min_mean_score=float(self.p("part_min_mean_score")),
+                               max_part_fraction=float(self.p("max_part_fraction")), scene=scene)
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_configure(self, state):
@@ -159,12 +187,116 @@ class PerceptionNode(LifecycleNode):
             "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", 2),
             "keypoints": self.create_lifecycle_publisher(PoseArray, "~/keypoints", 10),
         }
-        reliability = (ReliabilityPolicy.RELIABLE if self.p("reliability") == "reliable"
-                       else ReliabilityPolicy.BEST_EFFORT)
+        self._subscribe(self._wanted_reliability())
+        self._tf_buffer = self._make_tf_listener() if self.p("gravity_frame") else None
+        return TransitionCallbackReturn.SUCCESS
+
+    # -- input QoS -------------------------------------------------------------------------
+    def _offered_reliabilities(self) -> list:
+        topic = self.resolve_topic_name("~/input/points")
+        return [info.qos_profile.reliability for info in self.get_publishers_info_by_topic(topic)]
+
+    def _wanted_reliability(self):
+        """``auto``, as rosbag2 does: reliable only when every publisher offers reliable (a
+        reliable reader cannot match a best-effort writer); best effort when any is best effort,
+        which matches any writer. Without publishers: unchanged (best effort at first), so a
+        publisher that restarts or a momentary gap in the graph does not flip the subscription."""
+        choice = self.p("reliability")
+        if choice != "auto":
+            return RELIABILITY[choice]
+        offered = self._offered_reliabilities()
+        if not offered:
+            return self._sub_reliability if self._sub_reliability is not None else ReliabilityPolicy.BEST_EFFORT
+        if all(r == ReliabilityPolicy.RELIABLE for r in offered):
+            return ReliabilityPolicy.RELIABLE
+        return ReliabilityPolicy.BEST_EFFORT
+
+    def _subscribe(self, reliability):
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self.p("qos_depth")), reliability=reliability)
         self._sub = self.create_subscription(PointCloud2, "~/input/points", self._on_cloud, qos,
                                              callback_group=self._frames)
-        return TransitionCallbackReturn.SUCCESS
+        self._sub_reliability = reliability
+        self._matched_since = None
+        name = "reliable" if reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+        self.get_logger().info(f"subscribed to {self._sub.topic_name} with {name} QoS "
+                               f"(reliability: {self.p('reliability')})")
+
+    def _check_input(self):
+        """Timer: follow the publishers' QoS (``auto``) and notice input that never arrives."""
+        if self._sub is None:
+            return
+        if self.p("reliability") == "auto":
+            wanted = self._wanted_reliability()
+            if wanted != self._sub_reliability:
+                self._subscribe(wanted)
+        # publishers in the graph, matched or not: an incompatible QoS never matches
+        publishers = self.count_publishers(self._sub.topic_name)
+        now = time.monotonic()
+        if publishers == 0:
+            self._matched_since, self._input_warning = None, ""
+            return
+        if self._matched_since is None:
+            self._matched_since = now
+        last = max(self._last_cloud_time or 0.0, self._matched_since)
+        if now - last > float(self.p("stale_input_s")):
+            offered = self._offered_reliabilities()
+            ours = "reliable" if self._sub_reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+            cause = ""
+            if ours == "best_effort" and any(r == ReliabilityPolicy.RELIABLE for r in offered):
+                cause = ("the publisher is reliable and this subscription best effort: large clouds (a 640x480 "
+                         "cloud is ~5 MB) are rarely delivered best effort over UDP; set reliability:=reliable "
+                         "or auto")
+            elif ours == "reliable" and any(r != ReliabilityPolicy.RELIABLE for r in offered):
+                cause = "a best-effort publisher cannot match this reliable subscription; set reliability:=auto"
+            elif offered and all(r != ReliabilityPolicy.RELIABLE for r in offered):
+                cause = ("the publisher is best effort: clouds over ~1 MB are lost as UDP fragments between "
+                         "processes (measured: qos-matrix); have the driver publish reliably, or send smaller clouds")
+            else:
+                cause = "the publisher may not be publishing, or the network drops the messages"
+            self._input_warning = (f"{publishers} publisher(s) on {self._sub.topic_name} but no cloud for "
+                                   f"{now - last:.0f} s; likely cause: {cause}")
+            if "input:" + cause not in self._logged_causes:  # once per cause
+                self._logged_causes.add("input:" + cause)
+                self.get_logger().warning(self._input_warning)
+        else:
+            self._input_warning = ""
+
+    # -- gravity ---------------------------------------------------------------------------
+    def _make_tf_listener(self):
+        try:
+            import tf2_ros  # optional: a normal ROS install has it; the PyPI wheels do not
+        except ImportError:
+            self.get_logger().warning(f"gravity_frame {self.p('gravity_frame')!r} is set but tf2_ros cannot be "
+                                      "imported; using the frame convention instead")
+            return None
+        buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(buffer, self)
+        return buffer
+
+    def _up_for(self, frame_id: str):
+        """(up vector or None, frame hint): the ``gravity`` parameter, else tf2's ``gravity_frame``
+        +z in the cloud frame, else None and the frame id for the REP 103/105 convention."""
+        gravity = np.asarray(self.p("gravity"), dtype=np.float64)
+        if np.linalg.norm(gravity) > 0:
+            return -gravity, frame_id
+        if self._tf_buffer is not None and frame_id:
+            try:
+                from rclpy.time import Time
+
+                tf = self._tf_buffer.lookup_transform(frame_id, self.p("gravity_frame"), Time())
+                q = tf.transform.rotation
+                # +z of gravity_frame expressed in the cloud frame: third column of R(q)
+                up = np.array([2 * (q.x * q.z + q.w * q.y), 2 * (q.y * q.z - q.w * q.x),
+                               1 - 2 * (q.x * q.x + q.y * q.y)])
+                return up, frame_id
+            except Exception as exc:  # not yet available, or no such frame
+                cause = f"tf {self.p('gravity_frame')} -> {frame_id}: {type(exc).__name__}"
+                if cause not in self._logged_causes:
+                    self._logged_causes.add(cause)
+                    self.get_logger().warning(f"no transform ({cause}); using the frame convention")
+        return None, frame_id
 
     def on_activate(self, state):
         self._stop.clear()
@@ -212,6 +344,7 @@ class PerceptionNode(LifecycleNode):
     def _on_cloud(self, msg):
         with self._cond:
             self._stats["received"] += 1
+            self._last_cloud_time = time.monotonic()
             self._latest = msg
             if self._pending is not None:
                 self._stats["dropped"] += 1  # newest frame wins
@@ -238,8 +371,19 @@ class PerceptionNode(LifecycleNode):
             if finder is None:
                 raise RuntimeError(f"model not loaded: {self._load_error}")
             finder.config.score_threshold = float(self.p("score_threshold"))
+            finder.config.part_min_mean_score = float(self.p("part_min_mean_score"))
+            finder.config.max_part_fraction = float(self.p("max_part_fraction"))
+            up, frame = self._up_for(msg.header.frame_id)
             result = finder.find_parts(xyz, queries, scene=bool(self.p("scene_mode")), keypoints=keypoints,
-                                       min_score=min_score)
+                                       min_score=min_score, up=up, frame=frame or "auto")
+        if result.scene_message:
+            self._scene_message = result.scene_message
+            cause = "scene:" + result.scene_message.split(";")[0][:40]
+            if cause not in self._logged_causes:
+                self._logged_causes.add(cause)
+                self.get_logger().warning(f"scene: {result.scene_message}")
+        else:
+            self._scene_message = ""
         result.timing_ms["preprocess"] = result.timing_ms.get("preprocess", 0.0) + convert_ms
         result.timing_ms["total"] = result.timing_ms.get("total", 0.0) + convert_ms
         self._last_timing = dict(result.timing_ms)
@@ -331,12 +475,19 @@ class PerceptionNode(LifecycleNode):
             status.level, status.message = DiagnosticStatus.ERROR, f"model not loaded: {self._load_error}"
         elif total > float(self.p("warn_total_ms")):
             status.level, status.message = DiagnosticStatus.WARN, f"slow: last frame {total:.0f} ms"
+        elif self._input_warning:
+            status.level, status.message = DiagnosticStatus.WARN, self._input_warning
         elif self._stats["rejected"] and self._last_reject:
             status.level, status.message = DiagnosticStatus.WARN, f"rejected clouds; last: {self._last_reject}"
+        elif self._scene_message:
+            status.level, status.message = DiagnosticStatus.WARN, f"scene: {self._scene_message}"
         else:
             status.level, status.message = DiagnosticStatus.OK, "ok"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in self._stats.items()]
         status.values += [KeyValue(key=f"{k}_ms", value=f"{v:.1f}") for k, v in self._last_timing.items()]
+        if self._sub is not None:
+            status.values.append(KeyValue(key="input_reliability", value="reliable" if self._sub_reliability ==
+                                          ReliabilityPolicy.RELIABLE else "best_effort"))
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)

@@ -1,0 +1,1 @@
+"""Evaluation on real labelled scans (``python -m patchalign_ros evaluate-real``)."""

@@ -1,0 +1,153 @@
+"""Scene mode: up priors and the support plane, touching objects, scene/object parity, the
+object-level part evidence gate. Generated data only (real scans: test_real_scans.py)."""
+import numpy as np
+import pytest
+
+from patchalign_ros.data.synthetic import tabletop_scene
+from patchalign_ros.evaluation.metrics import gt_objects_from_labels, object_segmentation_scores
+from patchalign_ros.inference import labeling
+from patchalign_ros.inference.pipeline import InferenceConfig, PartFinder
+from patchalign_ros.inference.scene import SceneConfig, SceneSegmenter, UpPrior
+
+OPTICAL = UpPrior.from_convention("optical")
+
+
+def _flat(cap):
+    xyz = cap.points.reshape(-1, 3)
+    return xyz, np.flatnonzero(np.isfinite(xyz).all(axis=1)), cap.object_ids.reshape(-1)
+
+
+def _scores(seg, xyz, valid, ids, n=3):
+    return object_segmentation_scores([valid[o] for o in seg.objects],
+                                      {k: np.flatnonzero(ids == k) for k in range(n)}, len(xyz))
+
+
+@pytest.mark.parametrize("seed,categories", [(1, ("box", "box", "bottle")), (3, ("bottle", "box", "mug")),
+                                             (5, ("mug", "bottle", "jar"))])
+def test_touching_objects_are_separated(seed, categories):
+    cap = tabletop_scene(np.random.default_rng(seed), categories=categories, width=320, height=240, gap=0.0)
+    xyz, valid, ids = _flat(cap)
+    scores = _scores(SceneSegmenter().segment(xyz[valid], prior=OPTICAL), xyz, valid, ids)
+    assert scores["merged"] == 0 and min(scores["best_iou"].values()) >= 0.8, scores
+    # Distance-only clustering (no concavity cut) merges them: the scene really touches.
+    euclidean = SceneSegmenter(SceneConfig(concave_deg=180.0)).segment(xyz[valid], prior=OPTICAL)
+    assert _scores(euclidean, xyz, valid, ids)["merged"] >= 1
+
+
+def test_a_mug_with_its_handle_and_inside_stays_one_object():
+    cap = tabletop_scene(np.random.default_rng(0), width=640, height=480)  # the mug shows its inside
+    xyz, valid, ids = _flat(cap)
+    seg = SceneSegmenter().segment(xyz[valid], prior=OPTICAL)
+    scores = _scores(seg, xyz, valid, ids)
+    assert len(seg.objects) == 3 and min(scores["best_iou"].values()) >= 0.85, scores
+
+
+def _table_and_wall(rng, wall_points=60000, table_points=30000):
+    """A near table (y = 0.4 below an optical-frame camera, normal -y) with a box on it, and a
+    larger far wall (z = 3, normal -z) holding more points than the table."""
+    table = np.c_[rng.uniform(-0.5, 0.5, table_points), np.full(table_points, 0.4), rng.uniform(0.6, 1.4, table_points)]
+    wall = np.c_[rng.uniform(-2, 2, wall_points), rng.uniform(-1.5, 0.4, wall_points), np.full(wall_points, 3.0)]
+    box = np.c_[rng.uniform(-0.05, 0.05, 3000), rng.uniform(0.3, 0.39, 3000), rng.uniform(0.95, 1.05, 3000)]
+    return np.concatenate([table, wall, box]) + rng.normal(0, 0.002, (table_points + wall_points + 3000, 3))
+
+
+def test_the_up_prior_picks_the_table_over_a_bigger_background():
+    pts = _table_and_wall(np.random.default_rng(0))
+    segmenter = SceneSegmenter()
+    no_prior = segmenter.find_plane(pts, None)[0]
+    assert abs(no_prior[2]) > 0.95, "without a prior the larger wall wins"
+    plane, up, source, message = segmenter.find_plane(pts, OPTICAL)
+    assert np.allclose(up, [0, -1, 0], atol=0.05) and source == "plane" and message == ""
+    seg = segmenter.segment(pts, prior=OPTICAL)
+    assert len(seg.objects) == 1 and abs(len(seg.objects[0]) - 3000) < 300
+
+
+def test_no_agreeing_plane_is_said_and_falls_back_to_the_prior():
+    pts = _table_and_wall(np.random.default_rng(1))
+    segmenter = SceneSegmenter()
+    # A hard prior (gravity given) that no plane matches: no plane, up = the prior, said so.
+    hard = UpPrior.from_vector([1.0, 0.0, 0.0], "gravity")
+    seg = segmenter.segment(pts, prior=hard)
+    assert seg.plane is None and np.allclose(seg.up, [1, 0, 0]) and seg.up_source == "gravity"
+    assert "no support plane" in seg.message
+    # A soft prior (the frame convention) that no plane matches: the largest plane, said so.
+    soft = UpPrior(np.array([1.0, 0.0, 0.0]), "convention:body", hard=False)
+    seg = segmenter.segment(pts, prior=soft)
+    assert seg.plane is not None and "deg off" in seg.message
+
+
+def test_frame_conventions():
+    assert np.allclose(UpPrior.from_frame_id("camera_depth_optical_frame").vector, [0, -1, 0])
+    assert np.allclose(UpPrior.from_frame_id("base_link").vector, [0, 0, 1])
+    assert PartFinder.up_prior(None, "auto", organized=True).source == "convention:optical"
+    assert PartFinder.up_prior(None, "auto", organized=False) is None
+    assert PartFinder.up_prior([0, 0, 2], "auto").hard
+    with pytest.raises(ValueError):
+        UpPrior.from_vector([0, 0, 0])
+
+
+def test_objects_beyond_max_objects_are_counted_and_said():
+    cap = tabletop_scene(np.random.default_rng(2), width=320, height=240)
+    xyz, valid, _ = _flat(cap)
+    seg = SceneSegmenter(SceneConfig(max_objects=2)).segment(xyz[valid], prior=OPTICAL)
+    assert len(seg.objects) == 2 and seg.dropped == 1 and "max_objects" in seg.message
+
+
+def test_mosd_ground_truth_convention():
+    labels = np.array([0, 1, 1, 20, 20, 50, 51, 51, 60])
+    gt = gt_objects_from_labels(labels)
+    assert sorted(gt) == [2, 5, 6] and sorted(gt[5].tolist()) == [5, 6, 7]
+    scores = object_segmentation_scores([np.array([3, 4, 5, 6, 7])], gt, len(labels))
+    assert scores["merged"] == 1 and scores["best_iou"][6] == 0.0
+
+
+@pytest.fixture(scope="module")
+def finder(minilm, tmp_path_factory):
+    from model_factory import random_net
+    from patchalign_ros.model import PatchAlignModel
+    from patchalign_ros.text import PromptEmbedder
+
+    return PartFinder(PatchAlignModel(random_net(seed=5)), PromptEmbedder(minilm, cache_dir=tmp_path_factory.mktemp("c")),
+                      InferenceConfig(part_min_mean_score=0.0, max_part_fraction=1.0, min_part_fraction=0.0))
+
+
+def test_scene_mode_gives_each_object_what_object_mode_gives(finder):
+    """An object separated in scene mode is scored exactly as object mode scores its points
+    with the same up: same sampling, same alignment, same labels."""
+    cap = tabletop_scene(np.random.default_rng(7), width=320, height=240)
+    scene = finder.find_parts(cap.points, ["handle", "body"], scene=True, keypoints=False, min_score=0.3)
+    assert scene.up_source == "plane" and len(scene.objects) == 3
+    xyz = cap.points.reshape(-1, 3)
+    for obj in scene.objects:
+        alone = finder.find_parts(xyz[obj.point_indices], ["handle", "body"], scene=False, up=scene.up,
+                                  keypoints=False, min_score=0.3)
+        assert np.array_equal(alone.objects[0].point_labels, obj.point_labels)
+        assert alone.up_source == "given"
+
+
+def test_part_evidence_gate(finder):
+    pts = np.random.default_rng(3).normal(size=(2000, 3))
+    everything = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
+    assert len(everything.objects[0].parts[0].point_indices) == 2000
+    old = finder.config.max_part_fraction, finder.config.part_min_mean_score
+    try:
+        finder.config.max_part_fraction = 0.35  # a "part" that is the whole object is no part
+        gated = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
+        assert gated.objects[0].parts == [] and (gated.point_label_array() == -1).all()
+        finder.config.max_part_fraction, finder.config.part_min_mean_score = 1.0, 1.01  # impossible evidence
+        assert finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False).objects[0].parts == []
+    finally:
+        finder.config.max_part_fraction, finder.config.part_min_mean_score = old
+
+
+def test_main_components_keeps_the_part_and_drops_strays():
+    # 10 x 10 patch centres on a grid (spacing 1); points sit on their patch centres
+    centers = np.stack(np.meshgrid(np.arange(10.0), np.arange(10.0), [0.0]), -1).reshape(-1, 3)
+    nearest = np.repeat(np.arange(100), 20)
+    handle = np.isin(nearest, [11, 12, 21, 22, 31, 32])          # one blob of 6 patches
+    legs = np.isin(nearest, [70, 73, 76, 79])                    # four separate single patches
+    stray = np.isin(nearest, [95])                               # one patch far from the blob
+    kept = labeling.main_components(handle | stray, nearest, centers)
+    assert np.array_equal(kept, handle)
+    kept = labeling.main_components(legs, nearest, centers)
+    assert np.array_equal(kept, legs)  # four legs of one size all stay
