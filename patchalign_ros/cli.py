@@ -76,7 +76,8 @@ def cmd_segment(args) -> int:
     checked_cloud(points, config.min_points)  # bad input fails before models load
     if args.threshold is not None:
         config.score_threshold = args.threshold
-    finder = PartFinder.load(args.checkpoint, text_encoder=args.text_encoder, device=args.device, config=config)
+    finder = PartFinder.load(args.model or args.checkpoint, text_encoder=args.text_encoder, device=args.device,
+                             config=config, registry=args.registry)
     cloud = points.reshape(shape[0], shape[1], 3) if shape else points
     if args.name_all:
         result = finder.name_parts(cloud, queries, scene=scene, category=args.category, up=up, frame=args.frame)
@@ -185,6 +186,38 @@ def cmd_qos_matrix(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .registry import is_local, load_registry, locate
+
+    entries = load_registry(args.registry)
+    if args.action == "list":
+        print(f"{'name':24s} {'local':5s}  {'text encoder':42s} source")
+        for name, entry in sorted(entries.items()):
+            print(f"{name:24s} {'yes' if is_local(entry) else 'no':5s}  {entry.text_encoder or '-':42s} {entry.source}")
+            if entry.description:
+                print(f"{'':32s}{entry.description}")
+        return 0
+    if not args.name:
+        raise UsageError("models pull needs a model name (see `models list`)")
+    if args.name not in entries:
+        raise UsageError(f"unknown model {args.name!r}; known: {', '.join(sorted(entries))}")
+    entry = entries[args.name]
+    path = locate(entry, download=True)
+    print(f"{args.name}: {path}")
+    queries = [q for q in _parse_queries(args.queries) if q] if args.queries else []
+    if queries:
+        from .inference.pipeline import PartFinder
+        from .text import validate_queries
+
+        finder = PartFinder.load(args.name, registry=args.registry, device=args.device)
+        for category in [None] + ([args.category] if args.category else []):
+            finder.embed_queries(validate_queries(queries), category)
+        where = finder.embedder.cache_dir
+        print(f"text embeddings of {len(queries)} quer{'y' if len(queries) == 1 else 'ies'} cached in {where} "
+              f"({finder.embedder.encoder.name})")
+    return 0
+
+
 def cmd_export(args) -> int:
     import torch
 
@@ -261,8 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="label the parts named by --queries in a point cloud file")
     seg.add_argument("input", help=".pcd (incl. binary_compressed, organized), .ply, .npy or .npz")
     seg.add_argument("--queries", required=True, help='comma-separated part names, e.g. "handle,body"')
-    seg.add_argument("--checkpoint", help="model weights (.safetensors + .json, or an official .pt); "
-                                          "default: the bundled model")
+    seg.add_argument("--checkpoint", help="a registered model name (see `models list`) or a weights file "
+                                          "(.safetensors + .json, or an official .pt); default: the bundled model")
+    seg.add_argument("--model", help="a registered model name (same as --checkpoint NAME)")
+    seg.add_argument("--registry", help="your own model registry YAML (adds to models/registry.yaml)")
     seg.add_argument("--text-encoder", help="minilm | sentence-transformers:DIR | openclip:MODEL@CKPT "
                                             "(default: the model's own)")
     mode = seg.add_mutually_exclusive_group()
@@ -350,6 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--out-dir", default="eval_real_output")
     er.add_argument("--no-png", action="store_true")
     er.set_defaults(func=cmd_evaluate_real)
+
+    mo = sub.add_parser("models", help="registered models: list them (and which are available locally), or pull "
+                                       "one ahead of time (weights, and text embeddings of --queries)")
+    mo.add_argument("action", choices=["list", "pull"])
+    mo.add_argument("name", nargs="?")
+    mo.add_argument("--queries", help="comma-separated part names whose text embeddings to cache (pull)")
+    mo.add_argument("--category", help="also cache the 'a {part} of a {category}' prompts")
+    mo.add_argument("--registry", help="your own model registry YAML")
+    mo.add_argument("--device", default="cpu")
+    mo.set_defaults(func=cmd_models)
 
     qm = sub.add_parser("qos-matrix", help="which input QoS combinations deliver 0.3/1.2/4.9 MB clouds to the "
                                            "node on this host")

@@ -60,7 +60,7 @@ def test_dimension_mismatch_is_refused():
 def test_unknown_or_missing_text_encoders(tmp_path):
     with pytest.raises(TextEncoderError, match="unknown text encoder"):
         load_text_encoder("word2vec")
-    with pytest.raises(TextEncoderError, match="needs a local checkpoint"):
+    with pytest.raises(TextEncoderError, match="needs weights"):
         load_text_encoder("openclip:ViT-bigG-14")
     with pytest.raises(TextEncoderError, match="not found"):
         load_text_encoder(f"openclip:ViT-bigG-14@{tmp_path}/open_clip_model.safetensors")

@@ -18,7 +18,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..model import CheckpointError, PatchAlignModel
-from ..text import PromptEmbedder, check_dimensions, load_text_encoder, validate_queries
+from ..text import PromptEmbedder, check_dimensions, validate_queries
+from ..text.encoders import lazy_text_encoder
 from . import labeling
 from .keypoints import FewShotKeypoints, cluster_keypoints, features_at
 from .preprocess import PreparedObject, checked_cloud, prepare_object, sample_indices, sample_indices_batch
@@ -244,10 +245,23 @@ class PartFinder:
     @classmethod
     def load(cls, checkpoint=None, text_encoder: str | None = None, device: str = "cpu",
              config: InferenceConfig | None = None, cache_dir="default", backend: str = "torch",
-             precision: str = "fp32") -> "PartFinder":
-        model = PatchAlignModel.from_checkpoint(checkpoint or default_checkpoint(), device=device, backend=backend,
-                                                precision=precision)
-        encoder = load_text_encoder(text_encoder or model.config.text_encoder, device=device)
+             precision: str = "fp32", registry=None) -> "PartFinder":
+        """``checkpoint``: a registry name (``models list``; downloaded from the Hub when asked
+        for and not cached), a path, or None for the bundled default. A registry entry also
+        brings its text encoder, input settings and (without ``config``) default thresholds."""
+        from ..registry import resolve
+
+        entry = None
+        if checkpoint is None:
+            path = default_checkpoint()
+        else:
+            path, entry = resolve(checkpoint, registry)
+        model = PatchAlignModel.from_checkpoint(path, device=device, backend=backend, precision=precision,
+                                                config_overrides=entry.config if entry else None)
+        spec = text_encoder or (entry.text_encoder if entry and entry.text_encoder else model.config.text_encoder)
+        encoder = lazy_text_encoder(spec, model.config.text_dim, device=device)
+        if config is None and entry is not None and entry.inference:
+            config = InferenceConfig.from_dict(entry.inference)
         return cls(model, PromptEmbedder(encoder, cache_dir=cache_dir), config)
 
     # -- stages ---------------------------------------------------------------------------

@@ -51,10 +51,20 @@ class PatchAlignModel:
             self.backend_name = self.backend.name
 
     @classmethod
-    def from_checkpoint(cls, path, device: str = "cpu", backend: str = "torch",
-                        precision: str = "fp32") -> "PatchAlignModel":
-        return cls(load_network(path, device=device), device=device, source=str(path), backend=backend,
-                   precision=precision)
+    def from_checkpoint(cls, path, device: str = "cpu", backend: str = "torch", precision: str = "fp32",
+                        config_overrides: dict | None = None) -> "PatchAlignModel":
+        """``config_overrides``: ModelConfig fields the weights cannot tell (points, patches,
+        axis convention, tau, logit_bias, text encoder), e.g. from a registry entry."""
+        net = load_network(path, device=device)
+        if config_overrides:
+            from .network import ModelConfig
+
+            unknown = sorted(set(config_overrides) - set(ModelConfig.__dataclass_fields__))
+            if unknown:
+                raise CheckpointError(f"unknown model config keys {unknown} for {path}")
+            for key, value in config_overrides.items():
+                setattr(net.cfg, key, value)
+        return cls(net, device=device, source=str(path), backend=backend, precision=precision)
 
     @property
     def config(self) -> ModelConfig:

@@ -39,7 +39,9 @@ NODE_NAME = "patchalign_perception"
 
 # name -> (default, description). Scene settings map onto SceneConfig fields.
 PARAMETERS = {
-    "checkpoint": ("", "model weights (.safetensors + .json or an official .pt); empty: the bundled default"),
+    "checkpoint": ("", "a registered model name (python -m patchalign_ros models list) or weights (.safetensors + "
+                       ".json or an official .pt); empty: the bundled default"),
+    "model_registry": ("", "your own model registry YAML (adds to the shipped models/registry.yaml)"),
     "backend": ("torch", "encoder backend: torch | onnxruntime | tensorrt | auto | torch-eager"),
     "precision": ("fp32", "fp32 | fp16 (CUDA, TensorRT) | bf16 (CPUs with AVX-512 bf16)"),
     "device": ("cpu", "torch device: cpu | cuda"),
@@ -171,7 +173,8 @@ class PerceptionNode(LifecycleNode):
         try:
             self._finder = PartFinder.load(self.p("checkpoint") or None, text_encoder=self.p("text_encoder") or None,
                                            device=self.p("device"), config=self._inference_config(),
-                                           backend=self.p("backend"), precision=self.p("precision"))
+                                           backend=self.p("backend"), precision=self.p("precision"),
+                                           registry=self.p("model_registry") or None)
         except Exception as exc:  # any load failure leaves the node up and says why
             self._finder = None
             self._load_error = f"{type(exc).__name__}: {exc}"

