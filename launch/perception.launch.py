@@ -1,14 +1,89 @@
-"""ros2 launch patchalign_ros perception.launch.py [cloud_topic:=...] [queries:="['handle']"] [use_rviz:=true]
+"""ros2 launch patchalign_ros perception.launch.py [cloud_topic:=...] [queries:=handle | queries:="[handle, lid]"]
+    [checkpoint:=NAME|PATH] [backend:=...] [precision:=...] [device:=...] [reliability:=...]
+    [score_threshold:=...] [scene_mode:=...] [gravity_frame:=...] [max_rate_hz:=...] [params_file:=...]
+    [use_rviz:=true]
 
-Kept plain on purpose: all behaviour lives in the node and config/perception.yaml.
+Every node argument is empty by default, and an empty argument leaves the value of
+`params_file` (config/perception.yaml unless given) alone: edit the YAML or pass the argument.
 """
+import shutil
+
+import yaml
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+# launch argument -> (parameter type, description). Empty: take the params file's value.
+NODE_ARGUMENTS = {
+    "checkpoint": (str, "a registered model name (models list) or a weights path"),
+    "model_registry": (str, "your own model registry YAML"),
+    "backend": (str, "torch | onnxruntime | tensorrt | auto | torch-eager"),
+    "precision": (str, "fp32 | fp16 (CUDA) | bf16"),
+    "device": (str, "cpu | cuda"),
+    "queries": (list, "parts published continuously: handle, or [handle, lid]"),
+    "reliability": (str, "input QoS: auto | best_effort | reliable"),
+    "score_threshold": (float, "part probability below this is background"),
+    "scene_mode": (bool, "split clouds into objects on a support plane"),
+    "gravity_frame": (str, "a frame whose +z is up, looked up with tf2 (e.g. base_link)"),
+    "max_rate_hz": (float, "continuous inference rate limit"),
+}
+
+
+def _parse(name, kind, text):
+    if kind is list:
+        text = text.strip()
+        if text.startswith("["):
+            value = yaml.safe_load(text)
+            if not isinstance(value, list):
+                raise ValueError(f"{name}:={text} is not a list")
+            return [str(v) for v in value]
+        return [q.strip() for q in text.split(",") if q.strip()]
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name}:={text} must be true or false")
+        return lowered in ("true", "1")
+    if kind is float:
+        return float(text)
+    return text
+
+
+def _rviz_available() -> bool:
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            get_package_share_directory("rviz2")
+            return True
+        except PackageNotFoundError:
+            return shutil.which("rviz2") is not None
+    except ImportError:
+        return shutil.which("rviz2") is not None
+
+
+def _launch_setup(context):
+    overrides = {}
+    for name, (kind, _) in NODE_ARGUMENTS.items():
+        text = LaunchConfiguration(name).perform(context)
+        if text.strip():
+            overrides[name] = _parse(name, kind, text)
+    params_file = LaunchConfiguration("params_file").perform(context)
+    actions = [Node(
+        package="patchalign_ros", executable="perception_node", name="patchalign_perception", output="screen",
+        parameters=[params_file] + ([overrides] if overrides else []),
+        remappings=[("~/input/points", LaunchConfiguration("cloud_topic").perform(context))],
+    )]
+    if _parse("use_rviz", bool, LaunchConfiguration("use_rviz").perform(context)):
+        if _rviz_available():
+            share = FindPackageShare("patchalign_ros").perform(context)
+            actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
+                                arguments=["-d", f"{share}/rviz/perception.rviz"]))
+        else:
+            actions.append(LogInfo(msg="use_rviz:=true, but rviz2 is not installed here: RViz is not started "
+                                       "(the perception node runs; install rviz2 or view from another machine)"))
+    return actions
 
 
 def generate_launch_description():
@@ -16,22 +91,9 @@ def generate_launch_description():
     args = [
         DeclareLaunchArgument("cloud_topic", default_value="/camera/depth/color/points",
                               description="sensor_msgs/PointCloud2 input (remapped to ~/input/points)"),
-        DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "perception.yaml"])),
-        DeclareLaunchArgument("checkpoint", default_value="", description="model weights; empty: bundled default"),
-        DeclareLaunchArgument("backend", default_value="torch", description="torch | auto"),
-        DeclareLaunchArgument("queries", default_value="['handle']", description="parts published continuously"),
+        DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "perception.yaml"]),
+                              description="node parameters; the arguments below override it only when given"),
         DeclareLaunchArgument("use_rviz", default_value="false"),
-    ]
-    node = Node(
-        package="patchalign_ros", executable="perception_node", name="patchalign_perception", output="screen",
-        parameters=[LaunchConfiguration("params_file"), {
-            "checkpoint": LaunchConfiguration("checkpoint"),
-            "backend": LaunchConfiguration("backend"),
-            "queries": ParameterValue(LaunchConfiguration("queries"), value_type=list[str]),
-        }],
-        remappings=[("~/input/points", LaunchConfiguration("cloud_topic"))],
-    )
-    rviz = Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
-                arguments=["-d", PathJoinSubstitution([share, "rviz", "perception.rviz"])],
-                condition=IfCondition(LaunchConfiguration("use_rviz")))
-    return LaunchDescription(args + [node, rviz])
+    ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (empty: from params_file)")
+         for name, (_, text) in NODE_ARGUMENTS.items()]
+    return LaunchDescription(args + [OpaqueFunction(function=_launch_setup)])

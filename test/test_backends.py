@@ -132,3 +132,36 @@ def test_fp16_onnx_export_leaves_the_network_in_fp32(tmp_path):
     with torch.inference_mode():
         ref = net.forward_groups(n, c).numpy()
     assert out.dtype == np.float32 and float((out * ref).sum(-1).min()) > 0.99  # fp16 inside, fp32 I/O
+
+
+def test_backends_never_change_the_network_they_are_built_from(tmp_path):
+    from patchalign_ros.model.backends import TorchBackend, export_onnx
+
+    net = random_net(seed=4)
+    before = {k: (v.clone(), v.dtype, v.device) for k, v in net.state_dict().items()}
+    grads = {k: p.requires_grad for k, p in net.named_parameters()}
+    TorchBackend(net, "cpu", "bf16")
+    export_onnx(net, tmp_path / "e.onnx")
+    for k, v in net.state_dict().items():
+        ref, dtype, device = before[k]
+        assert v.dtype == dtype and v.device == device and torch.equal(v, ref), k
+    assert {k: p.requires_grad for k, p in net.named_parameters()} == grads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.onnx"]  # written atomically, no temp left
+
+
+def test_precision_is_honoured_or_refused(tmp_path):
+    from patchalign_ros.model.backends import BackendError, make_backend
+
+    net = random_net(seed=4)
+    weights = save_network(net, tmp_path / "m.safetensors")
+    with pytest.raises(BackendError, match="fp32 graph"):
+        make_backend("onnxruntime", net, "cpu", weights, "id", "bf16")
+    with pytest.raises(BackendError, match="needs a CUDA device"):
+        make_backend("torch", net, "cpu", weights, "id", "fp16")
+    with pytest.raises(BackendError, match="torch-eager runs the reference network in fp32"):
+        PatchAlignModel.from_checkpoint(weights, backend="torch-eager", precision="bf16")
+    with pytest.raises(BackendError, match="no CUDAExecutionProvider"):
+        make_backend("onnxruntime", net, "cuda", weights, "id", "fp32")
+    assert make_backend("auto", net, "cpu", weights, "id", "bf16").name == "torch"  # never lowers precision
+    auto = make_backend("auto", net, "cpu", weights, "id", "fp32")
+    assert auto.name == "onnxruntime" and auto.providers == ["CPUExecutionProvider"]

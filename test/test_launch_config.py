@@ -35,8 +35,12 @@ def test_launch_file_declares_the_documented_arguments():
     funcs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert "generate_launch_description" in funcs
     declared = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
-                and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
-    assert declared == {"cloud_topic", "params_file", "checkpoint", "backend", "queries", "use_rviz"}
+                and getattr(c.func, "id", "") == "DeclareLaunchArgument" and isinstance(c.args[0], ast.Constant)}
+    assert declared == {"cloud_topic", "params_file", "use_rviz"}
+    node_args = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "NODE_ARGUMENTS")
+    names = {k.value for k in node_args.value.keys}
+    assert {"checkpoint", "backend", "queries", "reliability", "device", "precision", "scene_mode"} <= names
+    assert names <= set(PARAMETERS), "every launch argument is a node parameter"
     source = (ROOT / "launch" / "perception.launch.py").read_text()
     assert '"~/input/points"' in source and 'executable="perception_node"' in source
 

@@ -158,8 +158,11 @@ def test_query_service_parameters_and_malformed_input(harness, scene_cloud):
     harness.cloud_pub.publish(msg)
     time.sleep(0.3)
     assert harness.call(["handle"]).success
-    assert harness.wait(lambda: any(d.status and "rejected" in d.status[0].message or d.status[0].values
+    # diagnostics report the rejection (WARN with its reason) and count it
+    assert harness.wait(lambda: any(d.status and d.status[0].level == d.status[0].WARN
+                                    and "rejected" in d.status[0].message and "missing field" in d.status[0].message
                                     for d in harness.received["diag"]))
+    assert any(kv.key == "rejected" and int(kv.value) > 0 for d in harness.received["diag"] for kv in d.status[0].values)
 
 
 def test_missing_checkpoint_keeps_the_node_up(rclpy_context, tmp_path):

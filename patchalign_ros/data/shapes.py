@@ -515,7 +515,7 @@ PART_SYNONYMS = {
     "jaw": ["jaw", "jaws", "mouth", "gripping jaw"], "pivot": ["pivot", "hinge pin", "joint", "rivet"],
     "button": ["button", "switch", "push button", "key"], "trigger": ["trigger", "lever", "squeeze trigger", "pull trigger"],
     "nozzle": ["nozzle", "sprayer", "spray head", "outlet"], "bristles": ["bristles", "brush", "brush head", "tufts"],
-    "leg": ["leg", "chair leg", "support", "foot post"], "seat": ["seat", "sitting surface", "cushion", "saddle"],
+    "leg": ["leg", "chair leg", "support", "foot post"], "seat": ["seat", "sitting surface", "seat surface", "saddle"],
     "back": ["back", "backrest", "back rest", "chair back"], "arm": ["arm", "armrest", "arm rest", "side rest"],
     "footrest": ["footrest", "foot ring", "foot rail", "step ring"], "top": ["top", "tabletop", "table top", "surface"],
     "drawer": ["drawer", "table drawer", "pull-out drawer", "slide drawer"], "pole": ["pole", "lamp pole", "stand rod", "column pole"],
@@ -570,7 +570,20 @@ def make_shape(category: str, rng: np.random.Generator) -> LabeledMesh:
     return LabeledMesh(category, CATEGORY_GENERATORS[category](rng))
 
 
-def unseen_part_names() -> list:
+def seen_vocabulary() -> set:
+    """Every name (canonical and synonym, cleaned) that training on the seen categories uses."""
+    from ..text.prompts import clean_label
+
     seen = {p for c in SEEN_CATEGORIES for p, _ in CATEGORY_GENERATORS[c](np.random.default_rng(0))}
+    return {clean_label(name) for p in seen for name in PART_SYNONYMS.get(p, [p])}
+
+
+def unseen_part_names() -> list:
+    """Part names of the held-out categories that training never saw, under any of their
+    synonyms (a name whose synonym is used for a seen part is not held out)."""
+    from ..text.prompts import clean_label
+
+    vocab = seen_vocabulary()
     unseen = {p for c in UNSEEN_CATEGORIES for p, _ in CATEGORY_GENERATORS[c](np.random.default_rng(0))}
-    return sorted(unseen - seen)
+    return sorted(p for p in unseen
+                  if not any(clean_label(name) in vocab for name in PART_SYNONYMS.get(p, [p])))

@@ -41,6 +41,11 @@ class PatchAlignModel:
         self.precision = precision
         self._model_id = None
         if backend == "torch-eager":
+            if precision != "fp32":
+                from .backends import BackendError
+
+                raise BackendError(f"torch-eager runs the reference network in fp32; precision {precision} is "
+                                   "available with backend torch")
             self.backend = None
             self.backend_name = "torch-eager"
         else:

@@ -52,9 +52,14 @@ class FusedEncoder(nn.Module):
 
     def __init__(self, net: PatchAlignNet):
         super().__init__()
+        import copy
+
         self.embed = FusedPatchEmbedding(net.model.encoder)
-        self.point = net.model  # its transform(): reduce_dim, positions, blocks, norm
-        self.proj = net.proj
+        # Copies: moving, casting (fp16) or freezing this encoder must never change the network
+        # the caller still holds (and may be training or exporting).
+        self.point = copy.deepcopy(net.model)  # its transform(): reduce_dim, positions, blocks, norm
+        self.point.encoder = None  # replaced by the fused embedding above
+        self.proj = copy.deepcopy(net.proj)
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()

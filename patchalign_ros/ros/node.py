@@ -1,11 +1,17 @@
 """patchalign_perception: PointCloud2 in; named part segments, labelled points, markers and
 keypoint poses out; ``~/query_parts`` service; /diagnostics.
 
-A lifecycle node: configure loads the model and text encoder (a missing or broken checkpoint
-leaves it unconfigured with the reason logged, the process up, and the service answering
-with that reason); activate starts publishing. ``autostart`` (default) does both at start.
-Inference runs on a worker thread (newest frame wins, nothing queues up), so the executor
-keeps serving the service, parameters and lifecycle while a frame is processed.
+A lifecycle node (as nav2 and yolo_ros do it): configure loads the model and text encoder and
+creates the publishers (a missing or broken checkpoint leaves it unconfigured with the reason
+logged, the process up, and the service answering with that reason); activate subscribes to
+the input and starts the inference worker; deactivate unsubscribes, stops the worker and drops
+pending clouds; cleanup frees the model. ``autostart`` (default) configures and activates.
+
+Threads: continuous inference runs on a supervised worker thread (newest frame wins; an
+exception is counted, logged and reported as ERROR in diagnostics, never ends the worker).
+Executor callbacks sit in separate groups: cloud intake, query service, timers, and rclpy's
+own parameter and lifecycle services; query calls run one at a time, so however many callers
+wait for a first cloud, intake and parameters keep their threads.
 """
 from __future__ import annotations
 
@@ -63,7 +69,9 @@ PARAMETERS = {
     "gravity_frame": ("", "a frame whose +z is up (e.g. base_link), looked up with tf2 when tf2_ros is "
                           "installed; empty: not used"),
     "up_tolerance_deg": (60.0, "largest angle between the up prior and the support plane's normal"),
-    "service_timeout_s": (5.0, "how long ~/query_parts waits for a first cloud by default"),
+    "service_timeout_s": (5.0, "how long ~/query_parts waits for a cloud when the request gives no timeout"),
+    "max_wait_s": (10.0, "upper bound on any ~/query_parts wait for a cloud, whatever the request asks"),
+    "max_cloud_age_s": (10.0, "~/query_parts answers only from a cloud received this recently (0: any age)"),
     "autostart": (True, "configure and activate at start"),
     "warn_total_ms": (500.0, "diagnostics warn when a frame takes longer"),
     "threads": (0, "torch threads (0: torch's default)"),
@@ -80,29 +88,84 @@ PARAMETERS = {
     "scene.crop_max": ([1e9, 1e9, 1e9], "crop box maximum x, y, z in the cloud frame (m)"),
 }
 SCENE_FIELDS = [name.split(".", 1)[1] for name in PARAMETERS if name.startswith("scene.")]
+# Take effect only at configure: read-only after start (change them with a new launch).
+READ_ONLY = {"checkpoint", "model_registry", "backend", "precision", "device", "text_encoder", "threads",
+             "autostart", "qos_depth"}
+# name -> (low, high) inclusive ranges
+RANGES = {"score_threshold": (0.0, 1.0), "part_min_mean_score": (0.0, 1.0), "max_part_fraction": (0.0, 1.0),
+          "max_rate_hz": (0.01, 1000.0), "qos_depth": (1, 1000), "stale_input_s": (0.1, 3600.0),
+          "up_tolerance_deg": (1.0, 90.0), "service_timeout_s": (0.0, 3600.0), "max_wait_s": (0.0, 3600.0),
+          "max_cloud_age_s": (0.0, 1e6), "warn_total_ms": (1.0, 1e6), "threads": (0, 256),
+          "scene.voxel_size": (0.001, 0.2), "scene.plane_distance": (0.001, 0.2),
+          "scene.max_object_height": (0.01, 10.0), "scene.cluster_eps": (0.002, 0.5), "scene.concave_deg": (1.0, 180.0),
+          "scene.min_object_points": (1, 10_000_000), "scene.min_object_extent": (0.0, 100.0),
+          "scene.max_object_extent": (0.001, 100.0), "scene.max_objects": (1, 1000)}
+CHOICES = {"backend": ("torch", "onnxruntime", "tensorrt", "auto", "torch-eager"),
+           "precision": ("fp32", "fp16", "bf16"), "reliability": ("auto", "best_effort", "reliable")}
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=256, reliability=ReliabilityPolicy.RELIABLE)
-LIVE_PARAMETERS = {"queries", "score_threshold", "part_min_mean_score", "max_part_fraction", "publish_keypoints",
-                   "max_rate_hz", "warn_total_ms"}
+
+
+def check_parameter(name: str, value) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name``, or None."""
+    if name in RANGES:
+        low, high = RANGES[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                or not low <= value <= high:
+            return f"{name} must be a number in [{low}, {high}], got {value!r}"
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"{name} must be one of {' | '.join(CHOICES[name])}, got {value!r}"
+    if name == "queries" and value:
+        try:
+            validate_queries(list(value))
+        except ValueError as exc:
+            return f"queries: {exc}"
+    if name == "gravity" and (len(value) != 3 or not all(math.isfinite(v) for v in value)):
+        return f"gravity must be 3 finite numbers, got {list(value)!r}"
+    if name in ("scene.crop_min", "scene.crop_max") and len(value) != 3:
+        return f"{name} must be 3 numbers"
+    if name == "device" and not (value == "cpu" or str(value).startswith("cuda")):
+        return f"device must be cpu or cuda[:N], got {value!r}"
+    return None
+
+
+def _descriptor(name: str, text: str, default) -> ParameterDescriptor:
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange
+
+    desc = ParameterDescriptor(description=text + (" (read-only after start)" if name in READ_ONLY else ""),
+                               read_only=name in READ_ONLY)
+    if name in RANGES:
+        low, high = RANGES[name]
+        if isinstance(default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
+        else:
+            desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high))]
+    if name in CHOICES:
+        desc.additional_constraints = "one of: " + ", ".join(CHOICES[name])
+    return desc
 
 
 class PerceptionNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        for name, (default, text) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=text))
+        self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._finder = None
         self._load_error = "not configured yet"
         self._active = False
         self._cond = threading.Condition()
         self._infer_lock = threading.Lock()
-        self._latest = None         # newest cloud (for the service)
+        self._latest = None         # newest cloud (for the service), with its arrival time
+        self._latest_time = 0.0
         self._pending = None        # newest cloud not yet processed (for continuous output)
         self._stop = threading.Event()
         self._worker = None
+        self._worker_generation = 0
+        self._worker_error = ""
+        self._worker_error_time = 0.0
+        self._wait_deadline = 0.0
         self._last_run = 0.0
-        self._stats = {"received": 0, "processed": 0, "dropped": 0, "rejected": 0, "failed": 0}
+        self._stats = {"received": 0, "processed": 0, "dropped": 0, "rejected": 0, "failed": 0, "errors": 0}
         self._last_timing = {}
         self._last_reject = ""
         self._scene_message = ""
@@ -114,16 +177,44 @@ class PerceptionNode(LifecycleNode):
         self._last_cloud_time = None
         self._input_warning = ""
         self._tf_buffer = None
-        self._frames = MutuallyExclusiveCallbackGroup()
-        self._requests = ReentrantCallbackGroup()
+        # Separate groups: intake is never starved by queries waiting for a cloud, queries run
+        # one at a time (inference is serial anyway), timers have their own; rclpy's parameter
+        # and lifecycle services stay in the node's default group.
+        self._intake_group = MutuallyExclusiveCallbackGroup()
+        self._query_group = MutuallyExclusiveCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
         # The service exists in every state, so a caller always learns why nothing comes back.
-        # Requests wait in DDS while inference is busy; the default history (KEEP_LAST 10) would
+        # Requests wait in DDS while another is served; the default history (KEEP_LAST 10) would
         # silently drop a burst of more than 10 concurrent calls.
-        self.create_service(QueryParts, "~/query_parts", self._on_query, callback_group=self._requests,
+        self.create_service(QueryParts, "~/query_parts", self._on_query, callback_group=self._query_group,
                             qos_profile=SERVICE_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._requests)
-        self.create_timer(1.0, self._check_input, callback_group=self._frames)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._timer_group)
+        self.create_timer(1.0, self._check_input, callback_group=self._timer_group)
+
+    def _declare_parameters(self):
+        """Declare every parameter with its descriptor. A start-up value (YAML, -p) that fails
+        validation is refused with an error line and the default is used instead, so the node
+        never starts with a value that would break it later."""
+        overrides = getattr(self, "_parameter_overrides", {}) or {}
+        for name, (default, text) in PARAMETERS.items():
+            desc = _descriptor(name, text, default)
+            given = overrides.get(name)
+            reason = None
+            if given is not None:
+                reason = check_parameter(name, given.value)
+                if reason is None and type(given.value) is not type(default) and \
+                        not (isinstance(default, float) and isinstance(given.value, int)):
+                    reason = f"{name} must be of type {type(default).__name__}, got {given.value!r}"
+            if reason is not None:
+                self.get_logger().error(f"refused start-up parameter: {reason}; using the default {default!r}")
+                self.declare_parameter(name, default, desc, ignore_override=True)
+                continue
+            try:
+                self.declare_parameter(name, default, desc)
+            except Exception as exc:  # rclpy's own checks (type, range)
+                self.get_logger().error(f"refused start-up parameter {name}: {exc}; using the default {default!r}")
+                self.declare_parameter(name, default, desc, ignore_override=True)
 
     # -- parameters ------------------------------------------------------------------------
     def p(self, name):
@@ -131,24 +222,18 @@ class PerceptionNode(LifecycleNode):
 
     def _on_set_parameters(self, params):
         for prm in params:
-            if prm.name == "queries":
-                value = list(prm.value or [])
-                if value:
-                    try:
-                        validate_queries(value)
-                    except ValueError as exc:
-                        return SetParametersResult(successful=False, reason=f"queries: {exc}")
-            elif prm.name in ("score_threshold", "part_min_mean_score", "max_part_fraction") and \
-                    not 0.0 <= float(prm.value) <= 1.0:
-                return SetParametersResult(successful=False, reason=f"{prm.name} must be in [0, 1]")
-            elif prm.name == "max_rate_hz" and float(prm.value) <= 0:
-                return SetParametersResult(successful=False, reason="max_rate_hz must be > 0")
-            elif prm.name == "reliability" and prm.value not in ("auto", "best_effort", "reliable"):
-                return SetParametersResult(successful=False, reason="reliability: auto | best_effort | reliable")
-            elif prm.name == "gravity" and (len(prm.value) != 3 or not all(math.isfinite(v) for v in prm.value)):
-                return SetParametersResult(successful=False, reason="gravity must be 3 finite numbers")
-            elif prm.name not in LIVE_PARAMETERS and self._finder is not None and prm.name in PARAMETERS:
-                self.get_logger().info(f"parameter {prm.name} takes effect at the next configure")
+            if prm.name not in PARAMETERS:
+                continue
+            reason = check_parameter(prm.name, prm.value)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+        for prm in params:  # accepted: apply what applies live
+            if prm.name.startswith("scene.") or prm.name == "up_tolerance_deg":
+                finder = self._finder
+                if finder is not None:
+                    field = "up_tolerance_deg" if prm.name == "up_tolerance_deg" else prm.name.split(".", 1)[1]
+                    value = list(prm.value) if isinstance(prm.value, (list, tuple)) else prm.value
+                    setattr(finder.config.scene, field, value)
         return SetParametersResult(successful=True)
 
     def _inference_config(self):
@@ -190,7 +275,6 @@ class PerceptionNode(LifecycleNode):
             "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", 2),
             "keypoints": self.create_lifecycle_publisher(PoseArray, "~/keypoints", 10),
         }
-        self._subscribe(self._wanted_reliability())
         self._tf_buffer = self._make_tf_listener() if self.p("gravity_frame") else None
         return TransitionCallbackReturn.SUCCESS
 
@@ -219,7 +303,7 @@ class PerceptionNode(LifecycleNode):
             self.destroy_subscription(self._sub)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self.p("qos_depth")), reliability=reliability)
         self._sub = self.create_subscription(PointCloud2, "~/input/points", self._on_cloud, qos,
-                                             callback_group=self._frames)
+                                             callback_group=self._intake_group)
         self._sub_reliability = reliability
         self._matched_since = None
         name = "reliable" if reliability == ReliabilityPolicy.RELIABLE else "best_effort"
@@ -228,12 +312,11 @@ class PerceptionNode(LifecycleNode):
 
     def _check_input(self):
         """Timer: follow the publishers' QoS (``auto``) and notice input that never arrives."""
-        if self._sub is None:
+        if self._sub is None or not self._active:
             return
-        if self.p("reliability") == "auto":
-            wanted = self._wanted_reliability()
-            if wanted != self._sub_reliability:
-                self._subscribe(wanted)
+        wanted = self._wanted_reliability()
+        if wanted != self._sub_reliability:  # auto following the publishers, or a changed setting
+            self._subscribe(wanted)
         # publishers in the graph, matched or not: an incompatible QoS never matches
         publishers = self.count_publishers(self._sub.topic_name)
         now = time.monotonic()
@@ -302,40 +385,77 @@ class PerceptionNode(LifecycleNode):
         return None, frame_id
 
     def on_activate(self, state):
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._worker_loop, name="patchalign-inference", daemon=True)
-        self._worker.start()
+        self._drop_clouds()
+        self._start_worker()
         self._active = True
+        self._subscribe(self._wanted_reliability())
         return super().on_activate(state)
 
     def on_deactivate(self, state):
         self._active = False
+        self._unsubscribe()
         self._stop_worker()
+        self._drop_clouds()  # a stale frame must not be processed after reactivation
         return super().on_deactivate(state)
 
     def on_cleanup(self, state):
+        self._active = False
+        self._unsubscribe()
         self._stop_worker()
+        self._drop_clouds()
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-            self._sub = None
-        self._finder = None
-        self._load_error = "not configured"
+        with self._infer_lock:  # a query still running keeps its finder until it is done
+            self._finder = None
+        self._tf_buffer = None
+        self._load_error = "not configured (cleaned up)"
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state):
         self._active = False
+        self._unsubscribe()
         self._stop_worker()
+        self._drop_clouds()
         return TransitionCallbackReturn.SUCCESS
 
+    def on_error(self, state):
+        self.get_logger().error(f"lifecycle error in state {state.label}; stopping and unloading")
+        self.on_cleanup(state)
+        return TransitionCallbackReturn.SUCCESS  # -> unconfigured, ready to configure again
+
+    def _unsubscribe(self):
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+            self._sub, self._sub_reliability = None, None
+
+    def _drop_clouds(self):
+        with self._cond:
+            self._latest, self._pending = None, None
+
+    def _start_worker(self):
+        self._stop_worker()
+        self._stop.clear()
+        self._worker_generation += 1
+        self._worker = threading.Thread(target=self._worker_loop, args=(self._worker_generation,),
+                                        name="patchalign-inference", daemon=True)
+        self._worker.start()
+
     def _stop_worker(self):
+        """Stop the worker and wait for it: a frame in progress finishes first (the generation
+        number also retires a worker that outlives the wait, so two never serve at once)."""
+        self._worker_generation += 1
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=10)
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            waited = 0.0
+            while worker.is_alive():
+                worker.join(timeout=5.0)
+                waited += 5.0
+                if worker.is_alive():
+                    self.get_logger().warning(f"inference worker still finishing a frame after {waited:.0f} s")
         self._worker = None
 
     def autostart(self) -> bool:
@@ -347,7 +467,7 @@ class PerceptionNode(LifecycleNode):
     def _on_cloud(self, msg):
         with self._cond:
             self._stats["received"] += 1
-            self._last_cloud_time = time.monotonic()
+            self._last_cloud_time = self._latest_time = time.monotonic()
             self._latest = msg
             if self._pending is not None:
                 self._stats["dropped"] += 1  # newest frame wins
@@ -392,33 +512,49 @@ class PerceptionNode(LifecycleNode):
         self._last_timing = dict(result.timing_ms)
         return xyz, result, result_to_msg(result, msg.header)
 
-    def _worker_loop(self):
-        while not self._stop.is_set():
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending is not None or self._stop.is_set(), timeout=0.5)
-                msg, self._pending = self._pending, None
-            if msg is None or self._stop.is_set():
-                continue
-            queries = [q for q in self.p("queries") if q.strip()]
-            if not queries or not self._subscribed():
-                continue  # nobody listens: skip the work
-            wait = 1.0 / float(self.p("max_rate_hz")) - (time.monotonic() - self._last_run)
-            if wait > 0 and self._stop.wait(wait):
-                break
-            with self._cond:  # a newer frame may have arrived while waiting
-                if self._pending is not None:
-                    msg, self._pending = self._pending, None
-            self._last_run = time.monotonic()
+    def _worker_loop(self, generation: int):
+        """Supervised: whatever one iteration raises is counted, logged once per cause and
+        reported as ERROR in diagnostics; the loop goes on."""
+        while not self._stop.is_set() and generation == self._worker_generation:
             try:
-                xyz, result, out = self._run(msg, queries, keypoints=bool(self.p("publish_keypoints")))
-            except (CloudFormatError, InputError) as exc:
-                self._reject(str(exc), type(exc).__name__ + str(exc).split(":")[0])
-                continue
-            except Exception as exc:  # one bad frame must not stop the node
-                self._stats["failed"] += 1
-                self.get_logger().error(f"inference failed on a frame: {type(exc).__name__}: {exc}")
-                continue
-            self._stats["processed"] += 1
+                self._worker_step(generation)
+            except Exception as exc:
+                self._stats["errors"] += 1
+                self._worker_error = f"{type(exc).__name__}: {exc}"
+                self._worker_error_time = time.monotonic()
+                cause = "worker:" + type(exc).__name__ + str(exc)[:60]
+                if cause not in self._logged_causes:
+                    self._logged_causes.add(cause)
+                    self.get_logger().error(f"inference worker error (it keeps running): {self._worker_error}")
+                time.sleep(0.05)
+
+    def _worker_step(self, generation: int):
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending is not None or self._stop.is_set(), timeout=0.5)
+            msg, self._pending = self._pending, None
+        if msg is None or self._stop.is_set() or generation != self._worker_generation:
+            return
+        queries = [q for q in self.p("queries") if q.strip()]
+        if not queries or not self._subscribed():
+            return  # nobody listens: skip the work
+        wait = 1.0 / float(self.p("max_rate_hz")) - (time.monotonic() - self._last_run)
+        if wait > 0 and self._stop.wait(wait):
+            return
+        with self._cond:  # a newer frame may have arrived while waiting
+            if self._pending is not None:
+                msg, self._pending = self._pending, None
+        self._last_run = time.monotonic()
+        try:
+            xyz, result, out = self._run(msg, queries, keypoints=bool(self.p("publish_keypoints")))
+        except (CloudFormatError, InputError) as exc:
+            self._reject(str(exc), type(exc).__name__ + str(exc).split(":")[0])
+            return
+        except Exception as exc:  # one bad frame must not stop the node
+            self._stats["failed"] += 1
+            self.get_logger().error(f"inference failed on a frame: {type(exc).__name__}: {exc}")
+            return
+        self._stats["processed"] += 1
+        if self._active and generation == self._worker_generation:
             self._publish(xyz, result, out)
 
     def _publish(self, xyz, result, out):
@@ -432,6 +568,34 @@ class PerceptionNode(LifecycleNode):
         pubs["keypoints"].publish(keypoint_poses(out))
 
     # -- service ---------------------------------------------------------------------------
+    def _fresh_cloud(self):
+        max_age = float(self.p("max_cloud_age_s"))
+        with self._cond:
+            if self._latest is not None and (max_age <= 0 or time.monotonic() - self._latest_time <= max_age):
+                return self._latest
+        return None
+
+    def _wait_for_cloud(self, timeout: float):
+        """Wait (bounded) for a cloud newer than ``max_cloud_age_s``. Calls run one at a time;
+        callers queued behind one that is waiting share its deadline instead of each waiting in
+        turn."""
+        now = time.monotonic()
+        deadline = now + timeout
+        with self._cond:
+            if self._wait_deadline > now:
+                deadline = min(deadline, self._wait_deadline)
+            else:
+                self._wait_deadline = deadline
+            self._cond.wait_for(lambda: self._fresh_cloud_locked() is not None or not self._active,
+                                timeout=max(0.0, deadline - time.monotonic()))
+            return self._fresh_cloud_locked()
+
+    def _fresh_cloud_locked(self):
+        max_age = float(self.p("max_cloud_age_s"))
+        if self._latest is not None and (max_age <= 0 or time.monotonic() - self._latest_time <= max_age):
+            return self._latest
+        return None
+
     def _on_query(self, request, response):
         try:
             queries = validate_queries([q for q in request.queries])
@@ -441,13 +605,19 @@ class PerceptionNode(LifecycleNode):
         if self._finder is None:
             response.success, response.message = False, f"model not loaded: {self._load_error}"
             return response
-        timeout = request.timeout_s if request.timeout_s >= 0 else float(self.p("service_timeout_s"))
-        with self._cond:
-            have = self._cond.wait_for(lambda: self._latest is not None, timeout=timeout)
-            msg = self._latest
-        if not have:
+        if not self._active:
+            response.success, response.message = False, ("the node is inactive (lifecycle): activate it, e.g. "
+                                                          f"`ros2 lifecycle set /{NODE_NAME} activate`")
+            return response
+        asked = request.timeout_s if request.timeout_s >= 0 else float(self.p("service_timeout_s"))
+        timeout = min(asked, float(self.p("max_wait_s")))
+        msg = self._fresh_cloud() or self._wait_for_cloud(timeout)
+        if msg is None:
             topic = self._sub.topic_name if self._sub is not None else "~/input/points"
-            response.success, response.message = False, f"no point cloud received on {topic} within {timeout:.1f} s"
+            age = float(self.p("max_cloud_age_s"))
+            response.success, response.message = False, (
+                f"no point cloud received on {topic} within {timeout:.1f} s" +
+                (f" (clouds older than max_cloud_age_s={age:g} s are not used)" if age > 0 else ""))
             return response
         min_score = request.min_score if request.min_score >= 0 else None
         try:
@@ -466,9 +636,20 @@ class PerceptionNode(LifecycleNode):
             found[seg.label] = found.get(seg.label, 0) + 1
         summary = ", ".join(f"{q}: {found.get(q, 0)}" for q in queries)
         response.success = True
-        response.message = f"{out.num_objects} object(s); parts found - {summary}; {out.total_ms:.0f} ms"
+        response.message = (f"{out.num_objects} object(s); parts found - {summary}; {out.total_ms:.0f} ms "
+                            f"[{self._backend_summary()}]")
         response.result = out
         return response
+
+    def _backend_summary(self) -> str:
+        finder = self._finder
+        if finder is None:
+            return "no model"
+        model = finder.model
+        providers = getattr(model.backend, "providers", None)
+        precision = getattr(model.backend, "precision", "fp32") if model.backend is not None else "fp32"
+        text = f"{model.backend_name} {precision} on {model.device}"
+        return text + (f" ({', '.join(providers)})" if providers else "")
 
     # -- diagnostics -----------------------------------------------------------------------
     def _publish_diagnostics(self):
@@ -476,6 +657,10 @@ class PerceptionNode(LifecycleNode):
         total = float(self._last_timing.get("total", 0.0))
         if self._finder is None:
             status.level, status.message = DiagnosticStatus.ERROR, f"model not loaded: {self._load_error}"
+        elif self._worker_error and time.monotonic() - self._worker_error_time < 10.0:
+            status.level, status.message = DiagnosticStatus.ERROR, f"inference worker errors: {self._worker_error}"
+        elif not self._active:
+            status.level, status.message = DiagnosticStatus.OK, "inactive"
         elif total > float(self.p("warn_total_ms")):
             status.level, status.message = DiagnosticStatus.WARN, f"slow: last frame {total:.0f} ms"
         elif self._input_warning:
@@ -491,6 +676,7 @@ class PerceptionNode(LifecycleNode):
         if self._sub is not None:
             status.values.append(KeyValue(key="input_reliability", value="reliable" if self._sub_reliability ==
                                           ReliabilityPolicy.RELIABLE else "best_effort"))
+        status.values.append(KeyValue(key="backend", value=self._backend_summary()))
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
@@ -508,6 +694,11 @@ def main(argv=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C reaches the node twice under `ros2 launch` (the terminal's process group and
+        # launch forwarding it): a second one must not interrupt the clean-up.
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node._active = False
         node._stop_worker()
         executor.shutdown()
