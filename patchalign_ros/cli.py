@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--frame", default="auto",
                      help="frame convention when --up is not given: optical (REP 105 camera frame, up ~ -y), "
                           "body (REP 103, up +z), a ROS frame id (*_optical_frame -> optical), none, or auto "
-                          "(organized clouds: optical; others: none). Default: auto")
+                          "(organized clouds and unorganized ones in a camera's view cone: optical; others: none). "
+                          "Default: auto")
     seg.add_argument("--threshold", type=float, help="minimum part probability (default 0.5)")
     seg.add_argument("--config", help="inference settings YAML (see config/inference.yaml)")
     seg.add_argument("--label-mode", choices=["nearest", "membership"])

@@ -27,7 +27,8 @@ def ros2_env():
     dump = subprocess.run(["bash", "-c", f"source {env_file} && env -0"], capture_output=True, timeout=60)
     env = dict(item.split("=", 1) for item in dump.stdout.decode().split("\0") if "=" in item)
     env["PYTHONUNBUFFERED"] = "1"
-    return env
+    yield env
+    subprocess.run(["ros2", "daemon", "stop"], env=env, capture_output=True, timeout=30)  # ros2cli leaves one
 
 
 def ros2(env, *args, timeout=30):

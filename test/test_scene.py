@@ -81,6 +81,11 @@ def test_frame_conventions():
     assert np.allclose(UpPrior.from_frame_id("base_link").vector, [0, 0, 1])
     assert PartFinder.up_prior(None, "auto", organized=True).source == "convention:optical"
     assert PartFinder.up_prior(None, "auto", organized=False) is None
+    rng = np.random.default_rng(0)
+    camera_view = np.c_[rng.uniform(-0.5, 0.5, (500, 2)), rng.uniform(0.5, 2.0, 500)]  # in front, +z
+    assert PartFinder.up_prior(None, "auto", points=camera_view).source == "convention:optical"
+    lidar = rng.normal(size=(500, 3)) * [10, 10, 1]  # all around the sensor
+    assert PartFinder.up_prior(None, "auto", points=lidar) is None
     assert PartFinder.up_prior([0, 0, 2], "auto").hard
     with pytest.raises(ValueError):
         UpPrior.from_vector([0, 0, 0])

@@ -200,6 +200,14 @@ class SegmentationResult:
         return scores
 
 
+def _looks_like_a_camera_view(points: np.ndarray) -> bool:
+    """A depth camera's cloud in its optical frame: (almost) every point in front (z > 0) and
+    within its field of view (|x|, |y| < 1.5 z, i.e. under ~56 deg off axis)."""
+    z = points[:, 2]
+    inside = (z > 0) & (np.abs(points[:, 0]) < 1.5 * z) & (np.abs(points[:, 1]) < 1.5 * z)
+    return len(points) > 0 and float(inside.mean()) > 0.99
+
+
 def _vec(v) -> list:
     return [round(float(x), 6) for x in np.asarray(v).reshape(-1)]
 
@@ -269,17 +277,21 @@ class PartFinder:
         return checked_cloud(points, self.config.min_points)
 
     @staticmethod
-    def up_prior(up=None, frame: str | None = "auto", organized: bool = False) -> UpPrior | None:
+    def up_prior(up=None, frame: str | None = "auto", organized: bool = False, points=None) -> UpPrior | None:
         """The prior for "up": an explicit vector (hard), else the frame convention (soft):
         ``optical`` (REP 105 camera frames, up about -y), ``body`` (REP 103, +z), a ROS frame id
-        (``*_optical_frame`` -> optical, any other -> body), ``auto`` (organized clouds come
-        from cameras -> optical; otherwise none) or None."""
+        (``*_optical_frame`` -> optical, any other -> body), ``auto`` or None. ``auto``:
+        organized clouds come from cameras -> optical; an unorganized cloud whose points all lie
+        in front of the origin along +z (a camera's view cone, not a LiDAR's surround) -> optical
+        too; otherwise no prior."""
         if up is not None:
             return UpPrior.from_vector(up, "given", hard=True)
         if frame is None or frame == "none":
             return None
         if frame == "auto":
-            return UpPrior.from_convention("optical") if organized else None
+            if organized or (points is not None and _looks_like_a_camera_view(points)):
+                return UpPrior.from_convention("optical")
+            return None
         if frame in ("optical", "body"):
             return UpPrior.from_convention(frame)
         return UpPrior.from_frame_id(frame)
@@ -348,7 +360,8 @@ class PartFinder:
     def _score_objects_inner(self, points, names, scene, up, frame, sensor_origin, category) -> "_ScoredFrame":
         timer = _Timer()
         xyz, shape, valid = self._valid_points(points)
-        prior = self.up_prior(up, frame, organized=shape is not None)
+        prior = self.up_prior(up, frame, organized=shape is not None,
+                              points=xyz[valid[:: max(1, len(valid) // 5000)]] if shape is None else None)
         timer.lap("preprocess")
         text = self.embed_queries(names, category)
         timer.lap("text")
