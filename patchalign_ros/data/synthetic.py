@@ -107,10 +107,11 @@ class DepthCapture:
 
 
 def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box"), width: int = 640,
-                   height: int = 480, noise: float = 0.001, gap: float | None = None) -> DepthCapture:
+                   height: int = 480, noise: float = 0.001, gap: float | None = None,
+                   eye=(0.0, -0.55, 0.45)) -> DepthCapture:
     """Objects standing apart on a table, captured by a depth camera looking down at them.
     ``gap``: instead of 22 cm apart, side by side along x with this gap between their
-    bounding boxes (0: touching)."""
+    bounding boxes (0: touching). ``eye``: the camera position (it looks at the scene centre)."""
     from .shapes import make_shape  # shapes builds on LabeledMesh from this module
 
     o3d = _o3d()
@@ -140,7 +141,7 @@ def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box")
             if key not in part_names:
                 part_names.append(key)
             geom_ids[scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(m))] = (i, part_names.index(key))
-    pose = look_at(eye=(0.0, -0.55, 0.45), target=(0.0, 0.0, 0.05))
+    pose = look_at(eye=eye, target=(0.0, 0.0, 0.05))
     fx = fy = 525.0 * width / 640
     intrinsic = np.array([[fx, 0, width / 2 - 0.5], [0, fy, height / 2 - 0.5], [0, 0, 1]])
     hits = cast_pinhole(scene, intrinsic, pose, width, height)

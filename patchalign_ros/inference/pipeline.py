@@ -89,7 +89,7 @@ class InferenceConfig:
     # is reported on an object only when its points' mean probability reaches part_min_mean_score
     # and it covers between min_ and max_part_fraction of the object; pieces of it smaller than
     # half its largest connected piece (connected through neighbouring patches) are dropped.
-    part_min_mean_score: float = 0.8
+    part_min_mean_score: float = 0.65
     min_part_fraction: float = 0.02
     max_part_fraction: float = 0.35
     keypoint_threshold: float = 0.6

@@ -5,7 +5,8 @@
    pitch unknown). Explicit priors are hard (the plane must agree within
    ``up_tolerance_deg``); convention priors are soft (no agreeing plane -> try without).
 2. **Support plane.** RANSAC over a random sample of the *real* points (voxel counts would
-   favour far, sparse backgrounds), hypotheses restricted to the prior, refined by least
+   favour far, sparse backgrounds), hypotheses restricted to the prior (for a convention prior
+   on the side the sensor sees, so walls facing the camera never pass), refined by least
    squares. Objects are the points above it within a height band and over its footprint
    (the convex hull of its inliers, as in PCL's polygonal prism). No plane -> said in the
    result and the prior is used as up; nothing is removed.
@@ -41,7 +42,9 @@ class SceneConfig:
     plane_min_fraction: float = 0.05    # the support plane holds at least this share of the points
     plane_iterations: int = 300         # RANSAC hypotheses
     plane_sample: int = 20000           # real points RANSAC counts on
-    up_tolerance_deg: float = 60.0      # largest angle between the up prior and the plane normal
+    up_tolerance_deg: float = 80.0      # largest angle between a frame-convention prior and the plane
+                                        # normal (robot cameras look down 20-70 deg: the table is that far off -y)
+    gravity_tolerance_deg: float = 20.0  # the same for a given gravity / up (tf, parameter, --up)
     max_object_height: float = 0.6      # height band above the plane (m)
     hull_margin: float = 0.03           # objects may overhang the plane's footprint this much (m)
     normal_radius: float = 0.025        # voxel normal estimation radius (m)
@@ -124,11 +127,14 @@ def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fit_support_plane(points: np.ndarray, cfg: SceneConfig, prior: np.ndarray | None, rng: np.random.Generator,
-                      sensor_origin=(0.0, 0.0, 0.0)):
+                      sensor_origin=(0.0, 0.0, 0.0), facing: bool = False):
     """RANSAC plane (a, b, c, d), normal oriented up (towards the prior, else the sensor), or None.
 
     Hypotheses whose normal is more than ``up_tolerance_deg`` from ``prior`` are discarded
-    before counting, so a wall or a far background cannot win on size alone."""
+    before counting, so a wall or a far background cannot win on size alone. ``facing``: the
+    cloud is in its sensor's frame, so each plane's seen side (its normal turned towards the
+    sensor) is compared with the prior, sign included: a table seen from a camera pitched 80
+    deg down is 80 deg off the optical -y, a wall in front of it more than 90 deg."""
     if len(points) < 3:
         return None
     # drawn with replacement: a permutation of 300k points would cost more than the fit
@@ -139,9 +145,15 @@ def fit_support_plane(points: np.ndarray, cfg: SceneConfig, prior: np.ndarray | 
     norms = np.linalg.norm(normals, axis=1)
     ok = norms > 1e-9
     normals, trip = normals[ok] / norms[ok, None], trip[ok]
+    tolerance = cfg.up_tolerance_deg if facing else cfg.gravity_tolerance_deg
     if prior is not None:
-        cos_tol = np.cos(np.radians(cfg.up_tolerance_deg))
-        ok = np.abs(normals @ prior) >= cos_tol
+        cos_tol = np.cos(np.radians(tolerance))
+        if facing:
+            towards = np.asarray(sensor_origin, dtype=np.float64) - trip[:, 0]
+            normals = np.where(((normals * towards).sum(axis=1) < 0)[:, None], -normals, normals)
+            ok = normals @ prior >= cos_tol
+        else:
+            ok = np.abs(normals @ prior) >= cos_tol
         normals, trip = normals[ok], trip[ok]
     if len(normals) == 0:
         return None
@@ -162,8 +174,7 @@ def fit_support_plane(points: np.ndarray, cfg: SceneConfig, prior: np.ndarray | 
         centroid = inliers.mean(axis=0)
         _, _, vt = np.linalg.svd(inliers - centroid, full_matrices=False)
         refined = vt[2]
-        if prior is not None and angle_deg(refined, prior) > cfg.up_tolerance_deg and \
-                angle_deg(-refined, prior) > cfg.up_tolerance_deg:
+        if prior is not None and angle_deg(refined, prior) > tolerance and angle_deg(-refined, prior) > tolerance:
             break
         normal, offset = refined, -float(refined @ centroid)
     plane = np.append(normal, offset)
@@ -205,7 +216,8 @@ class SceneSegmenter:
         """(plane or None, up or None, up source, message)."""
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
-        plane = fit_support_plane(points, cfg, None if prior is None else prior.vector, rng, sensor_origin)
+        plane = fit_support_plane(points, cfg, None if prior is None else prior.vector, rng, sensor_origin,
+                                  facing=prior is not None and not prior.hard)
         if plane is not None:
             return plane, plane[:3].copy(), "plane", ""
         if prior is not None and not prior.hard:
@@ -217,7 +229,8 @@ class SceneSegmenter:
                     f"({angle_deg(plane[:3], prior.vector):.0f} deg off)")
         if prior is not None:
             return None, prior.vector.copy(), prior.source, (
-                f"no support plane found (within {cfg.up_tolerance_deg:.0f} deg of the {prior.source} up); "
+                f"no support plane found (within {cfg.up_tolerance_deg if not prior.hard else cfg.gravity_tolerance_deg:.0f}"
+                f" deg of the {prior.source} up); "
                 "objects are clustered without plane removal and aligned to the prior")
         return None, None, "none", "no support plane found and no up prior; objects are not gravity-aligned"
 

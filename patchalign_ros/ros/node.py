@@ -54,7 +54,7 @@ PARAMETERS = {
     "text_encoder": ("", "minilm | sentence-transformers:DIR | openclip:MODEL@CKPT; empty: the model's own"),
     "queries": (["handle"], "part names published continuously on ~/segments (empty: only on request)"),
     "score_threshold": (0.5, "part probability below this is background"),
-    "part_min_mean_score": (0.8, "a part is reported on an object only when its points' mean probability "
+    "part_min_mean_score": (0.65, "a part is reported on an object only when its points' mean probability "
                                  "reaches this (object-level evidence)"),
     "max_part_fraction": (0.35, "a part covering more of an object than this is not reported"),
     "publish_keypoints": (True, "compute keypoints for continuous results"),
@@ -68,7 +68,8 @@ PARAMETERS = {
                                  "frame); all zero: not given"),
     "gravity_frame": ("", "a frame whose +z is up (e.g. base_link), looked up with tf2 when tf2_ros is "
                           "installed; empty: not used"),
-    "up_tolerance_deg": (60.0, "largest angle between the up prior and the support plane's normal"),
+    "up_tolerance_deg": (80.0, "largest angle between the frame convention's up and the support plane's normal"),
+    "gravity_tolerance_deg": (20.0, "largest angle between a given gravity (parameter or tf) and the plane's normal"),
     "service_timeout_s": (5.0, "how long ~/query_parts waits for a cloud when the request gives no timeout"),
     "max_wait_s": (10.0, "upper bound on any ~/query_parts wait for a cloud, whatever the request asks"),
     "max_cloud_age_s": (10.0, "~/query_parts answers only from a cloud received this recently (0: any age)"),
@@ -94,7 +95,7 @@ READ_ONLY = {"checkpoint", "model_registry", "backend", "precision", "device", "
 # name -> (low, high) inclusive ranges
 RANGES = {"score_threshold": (0.0, 1.0), "part_min_mean_score": (0.0, 1.0), "max_part_fraction": (0.0, 1.0),
           "max_rate_hz": (0.01, 1000.0), "qos_depth": (1, 1000), "stale_input_s": (0.1, 3600.0),
-          "up_tolerance_deg": (1.0, 90.0), "service_timeout_s": (0.0, 3600.0), "max_wait_s": (0.0, 3600.0),
+          "up_tolerance_deg": (1.0, 89.0), "gravity_tolerance_deg": (1.0, 89.0), "service_timeout_s": (0.0, 3600.0), "max_wait_s": (0.0, 3600.0),
           "max_cloud_age_s": (0.0, 1e6), "warn_total_ms": (1.0, 1e6), "threads": (0, 256),
           "scene.voxel_size": (0.001, 0.2), "scene.plane_distance": (0.001, 0.2),
           "scene.max_object_height": (0.01, 10.0), "scene.cluster_eps": (0.002, 0.5), "scene.concave_deg": (1.0, 180.0),
@@ -228,10 +229,10 @@ class PerceptionNode(LifecycleNode):
             if reason is not None:
                 return SetParametersResult(successful=False, reason=reason)
         for prm in params:  # accepted: apply what applies live
-            if prm.name.startswith("scene.") or prm.name == "up_tolerance_deg":
+            if prm.name.startswith("scene.") or prm.name in ("up_tolerance_deg", "gravity_tolerance_deg"):
                 finder = self._finder
                 if finder is not None:
-                    field = "up_tolerance_deg" if prm.name == "up_tolerance_deg" else prm.name.split(".", 1)[1]
+                    field = prm.name.split(".", 1)[1] if prm.name.startswith("scene.") else prm.name
                     value = list(prm.value) if isinstance(prm.value, (list, tuple)) else prm.value
                     setattr(finder.config.scene, field, value)
         return SetParametersResult(successful=True)
@@ -242,7 +243,8 @@ class PerceptionNode(LifecycleNode):
 
         scene = SceneConfig(**{f: (list(self.p(f"scene.{f}")) if isinstance(self.p(f"scene.{f}"), (list, tuple))
                                    else self.p(f"scene.{f}"))
-                               for f in SCENE_FIELDS}, up_tolerance_deg=float(self.p("up_tolerance_deg")))
+                               for f in SCENE_FIELDS}, up_tolerance_deg=float(self.p("up_tolerance_deg")),
+                           gravity_tolerance_deg=float(self.p("gravity_tolerance_deg")))
         return InferenceConfig(score_threshold=float(self.p("score_threshold")),
                                part_min_mean_score=float(self.p("part_min_mean_score")),
                                max_part_fraction=float(self.p("max_part_fraction")), scene=scene)
