@@ -3,7 +3,8 @@
 1. **Up.** A prior for "up" in the cloud's frame: given by the caller (a gravity vector or tf),
    or the frame convention (REP 103 body frames: +z; REP 105 ``*_optical_frame``: about -y,
    pitch unknown). Explicit priors are hard (the plane must agree within
-   ``up_tolerance_deg``); convention priors are soft (no agreeing plane -> try without).
+   ``gravity_tolerance_deg``); convention priors are soft (within ``up_tolerance_deg``; no
+   agreeing plane -> the largest plane, said so).
 2. **Support plane.** RANSAC over a random sample of the *real* points (voxel counts would
    favour far, sparse backgrounds), hypotheses restricted to the prior (for a convention prior
    on the side the sensor sees, so walls facing the camera never pass), refined by least
@@ -13,9 +14,10 @@
 3. **Objects that touch.** Voxel normals (1 cm); neighbour pairs whose normals meet at a
    concave angle (LCCP's convexity criterion, Stein et al. 2014) are cut, and voxels with many
    such pairs (creases between touching or stacked objects) are held out of the connected
-   components and re-attached to the nearest segment afterwards. Segments that lie inside
-   another's footprint below its rim (a mug's inside) or that are too small to be objects
-   (handles cut at their concave roots, noise) join their neighbour.
+   components and re-attached to the nearest segment afterwards. Segments then rejoin where
+   they belong together (``_merge_segments``): convex or smooth shared boundaries, concave
+   pieces (a mug's inside), pieces too small to be objects, handles cut at their concave roots
+   (even across a gap of missing depth) and caps on top.
 
 Every object is returned as indices into the points given to ``segment()``, so labels map
 back to the source cloud.
@@ -77,7 +79,7 @@ class SceneConfig:
 class UpPrior:
     """Where "up" is believed to be, in the cloud's frame, and how firmly."""
     vector: np.ndarray
-    source: str          # "gravity" | "tf:<frame>" | "up" | "convention:optical" | "convention:body"
+    source: str          # "given" (gravity, tf, --up) | "convention:optical" | "convention:body"
     hard: bool           # hard: a plane must agree; soft: try without the prior if none does
 
     @classmethod
