@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -42,8 +43,7 @@ def _parse_vector(text: str, name: str):
         values = [float(v) for v in text.replace(" ", "").split(",")]
     except ValueError:
         raise UsageError(f"{name} must be three comma-separated numbers, got {text!r}") from None
-    if len(values) != 3 or not all(map(lambda v: v == v and abs(v) != float("inf"), values)) or \
-            not any(values):
+    if len(values) != 3 or not all(math.isfinite(v) for v in values) or not any(values):
         raise UsageError(f"{name} must be three finite numbers, not all zero, got {text!r}")
     return values
 
@@ -164,17 +164,13 @@ def cmd_evaluate_real(args) -> int:
     config = load_inference_config(args.config)
     finder = PartFinder.load(args.checkpoint, text_encoder=args.text_encoder, config=config,
                              backend=args.backend, precision=args.precision)
-    report = run_real_evaluation(finder, args.scans, validate_queries_cli(args.queries), args.out_dir,
+    from .text import validate_queries
+
+    report = run_real_evaluation(finder, args.scans, validate_queries(_parse_queries(args.queries)), args.out_dir,
                                  frame=args.frame, pictures=not args.no_png)
     print(format_summary(report["scans"], report["summary"]))
     print(f"report -> {Path(args.out_dir) / 'report.json'}")
     return 0
-
-
-def validate_queries_cli(text: str) -> list:
-    from .text import validate_queries
-
-    return validate_queries(_parse_queries(text))
 
 
 def cmd_qos_matrix(args) -> int:

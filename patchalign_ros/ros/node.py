@@ -571,11 +571,8 @@ class PerceptionNode(LifecycleNode):
 
     # -- service ---------------------------------------------------------------------------
     def _fresh_cloud(self):
-        max_age = float(self.p("max_cloud_age_s"))
         with self._cond:
-            if self._latest is not None and (max_age <= 0 or time.monotonic() - self._latest_time <= max_age):
-                return self._latest
-        return None
+            return self._fresh_cloud_locked()
 
     def _wait_for_cloud(self, timeout: float):
         """Wait (bounded) for a cloud newer than ``max_cloud_age_s``. Calls run one at a time;
@@ -593,6 +590,7 @@ class PerceptionNode(LifecycleNode):
             return self._fresh_cloud_locked()
 
     def _fresh_cloud_locked(self):
+        """The newest cloud if it is recent enough (``max_cloud_age_s``); hold ``_cond``."""
         max_age = float(self.p("max_cloud_age_s"))
         if self._latest is not None and (max_age <= 0 or time.monotonic() - self._latest_time <= max_age):
             return self._latest
