@@ -157,7 +157,7 @@ class PerceptionNode(LifecycleNode):
         self._cond = threading.Condition()
         self._infer_lock = threading.Lock()
         self._latest = None         # newest cloud (for the service), with its arrival time
-        self._latest_time = 0.0
+        self._latest_time = 0.0      # when the newest cloud arrived (monotonic)
         self._pending = None        # newest cloud not yet processed (for continuous output)
         self._stop = threading.Event()
         self._worker = None
@@ -175,7 +175,6 @@ class PerceptionNode(LifecycleNode):
         self._sub = None
         self._sub_reliability = None
         self._matched_since = None
-        self._last_cloud_time = None
         self._input_warning = ""
         self._tf_buffer = None
         # Separate groups: intake is never starved by queries waiting for a cloud, queries run
@@ -327,7 +326,7 @@ class PerceptionNode(LifecycleNode):
             return
         if self._matched_since is None:
             self._matched_since = now
-        last = max(self._last_cloud_time or 0.0, self._matched_since)
+        last = max(self._latest_time, self._matched_since)
         if now - last > float(self.p("stale_input_s")):
             offered = self._offered_reliabilities()
             ours = "reliable" if self._sub_reliability == ReliabilityPolicy.RELIABLE else "best_effort"
@@ -469,7 +468,7 @@ class PerceptionNode(LifecycleNode):
     def _on_cloud(self, msg):
         with self._cond:
             self._stats["received"] += 1
-            self._last_cloud_time = self._latest_time = time.monotonic()
+            self._latest_time = time.monotonic()
             self._latest = msg
             if self._pending is not None:
                 self._stats["dropped"] += 1  # newest frame wins
