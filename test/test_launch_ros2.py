@@ -31,8 +31,15 @@ def ros2_env():
     subprocess.run(["ros2", "daemon", "stop"], env=env, capture_output=True, timeout=30)  # ros2cli leaves one
 
 
-def ros2(env, *args, timeout=30):
-    return subprocess.run(["ros2", *args], env=env, capture_output=True, text=True, timeout=timeout)
+def ros2(env, *args, timeout=30, discovery_s=30):
+    """One ros2 CLI command. The ros2 daemon discovers a new node some time after the node logs;
+    a command asked before that answers "Node not found" (seen once in CI), so it is asked again."""
+    deadline = time.monotonic() + discovery_s
+    while True:
+        got = subprocess.run(["ros2", *args], env=env, capture_output=True, text=True, timeout=timeout)
+        if "Node not found" not in got.stderr or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
 
 
 class Launch:
