@@ -150,8 +150,11 @@ def cmd_evaluate(args) -> int:
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise UsageError(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
+    if args.real_data and not Path(args.real_data).is_dir():
+        raise UsageError(f"--real-data: no such directory {args.real_data}")
     report = run_evaluation(args.checkpoint or default_checkpoint(), args.out_dir, splits,
-                            args.shapes_per_category, args.text_encoder)
+                            args.shapes_per_category, args.text_encoder, real_data=args.real_data,
+                            inference_config=load_inference_config(args.config), deployed=not args.model_only)
     print(format_table(report))
     print(f"report -> {Path(args.out_dir) / 'report.json'}")
     return 0
@@ -170,6 +173,38 @@ def cmd_evaluate_real(args) -> int:
                                  frame=args.frame, pictures=not args.no_png)
     print(format_summary(report["scans"], report["summary"]))
     print(f"report -> {Path(args.out_dir) / 'report.json'}")
+    return 0
+
+
+def cmd_ycb_masks(args) -> int:
+    from .data.real_meshes import YCB_RULES, draw_masks, load_ycb
+
+    shapes = load_ycb(args.meshes)
+    if not shapes:
+        raise UsageError(f"no YCB meshes with part rules in {args.meshes} (expects e.g. 025_mug.ply)")
+    draw_masks(shapes, args.out)
+    for stem, shape in shapes.items():
+        areas = {n: m.get_surface_area() for n, m in shape.parts}
+        total = sum(areas.values())
+        print(f"{stem:24s} " + ", ".join(f"{n} {100 * a / total:.0f}%" for n, a in areas.items())
+              + ("" if YCB_RULES[stem].train else "   (held out of training)"))
+    print(f"picture -> {args.out}")
+    return 0
+
+
+def cmd_fit_sensor(args) -> int:
+    from .data.sensors import SENSORS, fit_kinect_quantisation
+    from .evaluation.real_scans import find_scans
+
+    scans = find_scans(args.scans)
+    if not scans:
+        raise UsageError("no PCD scans found")
+    fit = fit_kinect_quantisation(scans)
+    fit["kinect_model"] = {"quantisation": SENSORS["kinect"].quantisation, "white_sigma": SENSORS["kinect"].white_sigma}
+    text = json.dumps(fit, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
     return 0
 
 
@@ -367,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--splits", default="seen-full,seen-depth,unseen")
     ev.add_argument("--shapes-per-category", type=int, default=6)
     ev.add_argument("--out-dir", default="eval_output")
+    ev.add_argument("--real-data", help="also score object-mode part IoU on real development data in this directory "
+                                        "(the ../shared/data layout: real_scans/, meshes/ycb/, annotated_shapes/)")
+    ev.add_argument("--config", help="inference settings YAML for the deployed path")
+    ev.add_argument("--model-only", action="store_true", help="skip the deployed-path (PartFinder) scores")
     ev.set_defaults(func=cmd_evaluate)
 
     er = sub.add_parser("evaluate-real", help="the scene path on labelled real scans: object segmentation, part "
@@ -392,6 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--registry", help="your own model registry YAML")
     mo.add_argument("--device", default="cpu")
     mo.set_defaults(func=cmd_models)
+
+    ym = sub.add_parser("ycb-masks", help="label YCB meshes by the per-object part rules and draw every mask")
+    ym.add_argument("--meshes", required=True, help="directory of YCB meshes (NNN_name.ply)")
+    ym.add_argument("--out", default="ycb_masks.png")
+    ym.set_defaults(func=cmd_ycb_masks)
+
+    fs = sub.add_parser("fit-sensor", help="measure a Kinect-class sensor on organized scans (depth steps, table "
+                                           "plane scatter): the numbers behind the kinect sensor model")
+    fs.add_argument("scans", nargs="+", help="PCD files or directories (mOSD-style: label 1 = table)")
+    fs.add_argument("--out", help="write the JSON here too")
+    fs.set_defaults(func=cmd_fit_sensor)
 
     qm = sub.add_parser("qos-matrix", help="which input QoS combinations deliver 0.3/1.2/4.9 MB clouds to the "
                                            "node on this host")

@@ -187,6 +187,8 @@ def test_evaluate_report(tmp_path, minilm):
     report = run_evaluation(ckpt, tmp_path / "eval", splits=("unseen",), shapes_per_category=1, progress=False)
     s = report["splits"]["unseen"]
     assert s["shapes"] == len(UNSEEN_CATEGORIES) and 0 <= s["mIoU"] <= 100 and 0 <= s["boundary_mIoU"] <= 100
+    # the same shapes through PartFinder (gate, thresholds): a different number, same range
+    assert 0 <= s["deployed_mIoU"] <= 100
     assert set(s["keypoint_IoU"]) == {str(round(0.01 * i, 2)) for i in range(1, 11)}
     assert Path(s["examples_png"]).stat().st_size > 10_000
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["splits"]["unseen"]["mIoU"] == s["mIoU"]

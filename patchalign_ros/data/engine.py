@@ -108,22 +108,114 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
     return Sample(pts[idx].astype(np.float32), labels[idx], names, shape.category, "depth", instances[idx])
 
 
+def _add_clutter(scene, o3d, center, radius, eye, rng, count: int):
+    """Boxes and cans on the table around the object, some between it and the camera."""
+    for _ in range(count):
+        size = radius * rng.uniform(0.3, 0.9)
+        if rng.random() < 0.5:  # towards the camera
+            spot = center + (eye - center) * rng.uniform(0.15, 0.45) * np.array([1, 1, 0])
+        else:
+            angle = rng.uniform(0, 2 * np.pi)
+            spot = center + radius * rng.uniform(1.1, 2.0) * np.array([np.cos(angle), np.sin(angle), 0])
+        spot = spot + rng.normal(0, 0.3 * radius, 3) * [1, 1, 0]
+        height = size * rng.uniform(0.6, 2.0)
+        if rng.random() < 0.5:
+            mesh = o3d.geometry.TriangleMesh.create_box(size, size, height).translate((-size / 2, -size / 2, 0))
+        else:
+            mesh = o3d.geometry.TriangleMesh.create_cylinder(radius=size / 2, height=height).translate((0, 0, height / 2))
+        mesh.translate((spot[0], spot[1], 0.0))
+        scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+
+
+def robot_depth_sample(shape: LabeledMesh, n: int | None, rng, sensor=None, min_points: int = 150,
+                       clutter: int = 0, elevation_deg=(20.0, 70.0), distance_m=(0.45, 1.4)) -> Sample | None:
+    """One view of the object on a table as a robot's depth camera sees it: real distances
+    (0.45-1.4 m) and focal lengths (640x480 intrinsics), looking down 20-70 deg, the sensor's
+    noise (``data.sensors``: quantisation, flying pixels, holes, smooth stereo noise), and
+    ``clutter`` other objects around it that occlude. Only the window around the object is
+    rendered. Table and clutter returns are dropped, as the scene stage drops them."""
+    import open3d as o3d
+
+    from .sensors import SENSORS, apply_sensor
+
+    sensor = sensor or SENSORS["kinect"]
+    scene = o3d.t.geometry.RaycastingScene()
+    names = shape.part_names
+    gid_part, gid_mesh = {}, {}
+    for mesh_index, (name, mesh) in enumerate(shape.parts):
+        gid = scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+        gid_part[gid], gid_mesh[gid] = names.index(name), mesh_index
+    center, radius = bounding_sphere(shape)
+    elev, azim = np.deg2rad(rng.uniform(*elevation_deg)), rng.uniform(0, 2 * np.pi)
+    dist = max(rng.uniform(*distance_m), 2.0 * radius)
+    eye = orbit_eye(center, dist, elev, azim)
+    pose = look_at(eye, center)
+    table = o3d.geometry.TriangleMesh.create_box(20 * radius, 20 * radius, 0.01).translate(
+        (center[0] - 10 * radius, center[1] - 10 * radius, -0.01))
+    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(table))
+    if clutter:
+        _add_clutter(scene, o3d, center, radius, eye, rng, clutter)
+    focal = sensor.focal_px * rng.uniform(0.95, 1.05)
+    half = int(min(200, np.ceil(focal * 1.2 * radius / max(dist - radius, 1e-3)))) + 2
+    intrinsic = np.array([[focal, 0, half], [0, focal, half], [0, 0, 1]])
+    hits = cast_pinhole(scene, intrinsic, pose, 2 * half, 2 * half)
+    dirs = hits.rays[..., 3:] / np.linalg.norm(hits.rays[..., 3:], axis=-1, keepdims=True)
+    along = dirs @ pose[:3, 2]  # cos between each ray and the optical axis
+    t_metric = hits.t * np.linalg.norm(hits.rays[..., 3:], axis=-1)
+    depth = np.where(np.isfinite(hits.t), t_metric * along, np.nan)
+    noisy = apply_sensor(depth, hits.incidence, sensor, rng)
+    valid = np.isfinite(noisy)
+    gids = hits.geometry_ids[valid]
+    on_object = np.array([int(g) in gid_part for g in gids], dtype=bool)
+    if on_object.sum() < min_points:
+        return None
+    pts = eye + dirs[valid][on_object] * (noisy[valid][on_object] / along[valid][on_object])[:, None]
+    gids = gids[on_object]
+    labels = np.array([gid_part[int(g)] for g in gids], dtype=np.int16)
+    instances = np.array([gid_mesh[int(g)] for g in gids], dtype=np.int64)
+    idx = np.arange(len(pts)) if n is None else _resample_index(len(pts), n, rng)  # None: every return
+    return Sample(pts[idx].astype(np.float32), labels[idx], names, shape.category, "depth", instances[idx])
+
+
 def generate_samples(categories, shapes_per_category: int, n_points: int, seed: int, depth_fraction: float = 0.5,
-                     progress: bool = True, clutter_fraction: float = 0.0):
+                     progress: bool = True, clutter_fraction: float = 0.0, sensor_fraction: float = 0.0,
+                     real_meshes: dict | None = None, real_views: int = 0):
     """Yield samples: for each category, shapes with random proportions, each seen either
-    whole or as one depth view, in random yaw."""
+    whole or as one depth view, in random yaw. ``sensor_fraction`` of the depth views are
+    robot-camera views with a sensor model (``robot_depth_sample``, the family drawn at random),
+    else the older close-up views. ``real_meshes`` ({name: LabeledMesh}, e.g. the labelled YCB
+    scans) add ``real_views`` rescaled robot-camera views of each mesh."""
     from tqdm import tqdm
 
+    from .sensors import SENSORS
+
     rng = np.random.default_rng(seed)
-    jobs = [(c, i) for c in categories for i in range(shapes_per_category)]
-    for category, _ in tqdm(jobs, desc="generating", disable=not progress, unit="shape"):
-        shape = make_shape(category, rng)
-        sample = None
-        if rng.random() < depth_fraction:
-            occluded = clutter_fraction > 0 and rng.random() < clutter_fraction  # no draw when off
-            sample = depth_sample(shape, n_points, rng, table=occluded, clutter=occluded)
-        if sample is None:
-            sample = full_sample(shape, n_points, rng)
+    families = list(SENSORS.values())
+    jobs = [(c, None) for c in categories for _ in range(shapes_per_category)]
+    jobs += [(None, name) for name in sorted(real_meshes or {}) for _ in range(real_views)]
+    for category, mesh_name in tqdm(jobs, desc="generating", disable=not progress, unit="shape"):
+        if mesh_name is not None:
+            from .real_meshes import jitter_shape
+
+            shape = jitter_shape(real_meshes[mesh_name], rng)
+            for _ in range(5):  # a view almost always sees enough of a real object
+                sample = robot_depth_sample(shape, n_points, rng, families[rng.integers(len(families))],
+                                            clutter=int(rng.integers(0, 3)) if rng.random() < clutter_fraction else 0)
+                if sample is not None:
+                    break
+            sample = sample or full_sample(shape, n_points, rng)
+        else:
+            shape = make_shape(category, rng)
+            sample = None
+            if rng.random() < depth_fraction:
+                occluded = clutter_fraction > 0 and rng.random() < clutter_fraction  # no draw when off
+                if sensor_fraction > 0 and rng.random() < sensor_fraction:
+                    sample = robot_depth_sample(shape, n_points, rng, families[rng.integers(len(families))],
+                                                clutter=int(rng.integers(1, 3)) if occluded else 0)
+                else:
+                    sample = depth_sample(shape, n_points, rng, table=occluded, clutter=occluded)
+            if sample is None:
+                sample = full_sample(shape, n_points, rng)
         rot = random_rotation_about_z(rng)
         sample.points = (sample.points @ rot.T).astype(np.float32)
         yield sample

@@ -76,11 +76,40 @@ U = lambda rng, a, b: float(rng.uniform(a, b))  # noqa: E731
 
 
 # --- kitchen ------------------------------------------------------------------------------
+def tapered(mesh, h, taper):
+    """Scale a z-up mesh's radius linearly with height: 1 - taper at the bottom, 1 at h."""
+    v = np.asarray(mesh.vertices).copy()
+    k = 1 - taper * (1 - np.clip(v[:, 2] / h, 0, 1))
+    v[:, :2] *= k[:, None]
+    mesh.vertices = type(mesh.vertices)(v)
+    return mesh
+
+
+def d_handle(x0, z0, z1, reach, thick, axis_y=0.0):
+    """A D-shaped handle standing out from x0 between heights z0 and z1: two arms and a grip."""
+    return [box(reach, thick, thick, (x0 + reach / 2, axis_y, z1 - thick / 2)),
+            box(reach, thick, thick, (x0 + reach / 2, axis_y, z0 + thick / 2)),
+            box(thick, thick, z1 - z0, (x0 + reach - thick / 2, axis_y, (z0 + z1) / 2))]
+
+
 def mug(rng):
-    r, h = U(rng, .035, .05), U(rng, .08, .12)
-    rr = U(rng, .022, .032)
-    return [("body", shell(r, h)), ("handle", ring(rr, .007, (r + rr * .6, 0, h * .55), (0, 1, 0))),
-            ("rim", ring(r, .004, (0, 0, h), (0, 0, 1)))]
+    """Mugs as they come: straight or tapered bodies, round (C) or D-shaped handles, high or low."""
+    r, h = U(rng, .035, .055), U(rng, .07, .12)
+    taper = U(rng, 0, .25) if rng.random() < .5 else 0.0
+    style = rng.integers(3)
+    body = tapered(shell(r, h), h, taper)
+    z_mid = h * U(rng, .45, .6)
+    if style == 0:  # C ring, part of it inside the body wall
+        rr = U(rng, .02, .034)
+        handles = [("handle", ring(rr, U(rng, .005, .009), (r + rr * .6, 0, z_mid), (0, 1, 0)))]
+    elif style == 1:  # D handle with straight arms
+        span = h * U(rng, .45, .75)
+        handles = [("handle", m) for m in d_handle(r - .004, z_mid - span / 2, z_mid + span / 2, U(rng, .022, .035),
+                                                    U(rng, .008, .013))]
+    else:  # an ear: a half ring whose ends sit on the wall
+        rr = U(rng, .018, .03)
+        handles = [("handle", ring(rr, U(rng, .006, .01), (r, 0, z_mid), (0, 1, 0), keep=lambda v: v[:, 0] > -.002))]
+    return [("body", body)] + handles + [("rim", ring(r, .004, (0, 0, h), (0, 0, 1)))]
 
 
 def cup(rng):
@@ -488,6 +517,41 @@ def stapler(rng):
             ("hinge", cyl(.008, .045, (-L / 2 + .01, 0, .022), (0, 1, 0))), ("anvil", box(.02, .02, .004, (L / 2 - .015, 0, .014)))]
 
 
+def power_drill(rng):
+    """A cordless drill: motor body and chuck on top, pistol grip with trigger, battery below.
+    Stands on its battery or lies on its side (as drills are put down)."""
+    length, r = U(rng, .15, .21), U(rng, .024, .032)
+    grip_h, bat_h = U(rng, .08, .11), U(rng, .035, .06)
+    x_grip = U(rng, -.01, .03)
+    z_axis = bat_h + grip_h + r * .8
+    parts = [("battery", box(U(rng, .07, .1), U(rng, .06, .08), bat_h, (x_grip, 0, bat_h / 2))),
+             ("handle", box(U(rng, .03, .04), U(rng, .026, .034), grip_h + r, (x_grip, 0, bat_h + (grip_h + r) / 2))),
+             ("body", cyl(r, length, (x_grip - length * .15, 0, z_axis), (1, 0, 0))),
+             ("chuck", cone(r * .75, U(rng, .035, .05), (x_grip - length * .65, 0, z_axis), (-1, 0, 0))),
+             ("trigger", box(.01, .012, .022, (x_grip - .022, 0, bat_h + grip_h - .01)))]
+    if rng.random() < .5:  # lying on its side
+        rot = _o3d().geometry.TriangleMesh.get_rotation_matrix_from_xyz((np.pi / 2, 0, 0))
+        for _, m in parts:
+            m.rotate(rot, center=(0, 0, 0))
+        low = min(np.asarray(m.vertices)[:, 2].min() for _, m in parts)
+        for _, m in parts:
+            m.translate((0, 0, -low))
+    return parts
+
+
+def canister(rng):
+    """Coffee tins, chips cans, food canisters: a cylinder with a lid that overhangs a little,
+    sits flush, or is a tall screw lid."""
+    r, h = U(rng, .035, .07), U(rng, .09, .25)
+    lid_h = U(rng, .008, .03)
+    lid_r = r * U(rng, 1.0, 1.06)
+    body = cyl(r, h, (0, 0, h / 2))
+    parts = [("body", body), ("lid", cyl(lid_r, lid_h, (0, 0, h + lid_h / 2)))]
+    if rng.random() < .3:
+        parts.append(("knob", cyl(r * .25, .012, (0, 0, h + lid_h + .006))))
+    return parts
+
+
 CATEGORY_GENERATORS = {
     "mug": mug, "cup": cup, "kettle": kettle, "teapot": teapot, "pitcher": pitcher, "pot": pot, "pan": pan,
     "saucepan": saucepan, "bottle": bottle, "jug": jug, "jar": jar, "bucket": bucket, "bowl": bowl,
@@ -500,7 +564,7 @@ CATEGORY_GENERATORS = {
     "dumbbell": dumbbell, "kettlebell": kettlebell, "umbrella": umbrella, "computer mouse": computer_mouse,
     "microwave": microwave, "refrigerator": refrigerator, "suitcase": suitcase, "fan": fan, "vase": vase,
     "plant pot": plant_pot, "candle": candle, "clock": clock, "backpack": backpack, "helmet": helmet, "phone": phone,
-    "stapler": stapler,
+    "stapler": stapler, "power drill": power_drill, "canister": canister,
 }
 
 # Canonical part name -> synonyms a user may type (training samples one at random per shape).
@@ -556,6 +620,8 @@ PART_SYNONYMS = {
     "chin strap": ["chin strap", "strap under the chin", "buckle strap", "chinstrap"],
     "camera": ["camera", "camera lens", "rear camera", "lens bump"], "side button": ["side button", "volume button", "power button", "side key"],
     "anvil": ["anvil", "staple anvil", "crimp plate", "clincher"],
+    "battery": ["battery", "battery pack", "power pack", "accumulator"],
+    "chuck": ["chuck", "drill chuck", "bit holder", "collet"],
 }
 
 # Held out for open-vocabulary evaluation: never seen in training, nor are the part names that

@@ -54,9 +54,9 @@ PARAMETERS = {
     "text_encoder": ("", "minilm | sentence-transformers:DIR | openclip:MODEL@CKPT; empty: the model's own"),
     "queries": (["handle"], "part names published continuously on ~/segments (empty: only on request)"),
     "score_threshold": (0.5, "part probability below this is background"),
-    "part_min_mean_score": (0.65, "a part is reported on an object only when its points' mean probability "
+    "part_min_mean_score": (0.7, "a part is reported on an object only when its points' mean probability "
                                  "reaches this (object-level evidence)"),
-    "max_part_fraction": (0.35, "a part covering more of an object than this is not reported"),
+    "max_part_fraction": (0.9, "a part covering more of an object than this is not reported"),
     "publish_keypoints": (True, "compute keypoints for continuous results"),
     "scene_mode": (True, "split clouds into objects (plane removal + clustering); false: one object"),
     "max_rate_hz": (5.0, "continuous inference rate limit; newer frames replace older ones"),

@@ -17,7 +17,10 @@ class TrainConfig:
     categories: str = "seen"            # seen | all | comma-separated list
     shapes_per_category: int = 80
     depth_fraction: float = 0.5
-    clutter_fraction: float = 0.0      # share of depth captures with a table and an occluding box
+    clutter_fraction: float = 0.0      # share of depth captures with a table and occluding objects
+    sensor_fraction: float = 0.0       # share of depth captures as robot-camera views with a sensor model
+    real_meshes: str | None = None     # a directory of YCB meshes (data.real_meshes rules) to render
+    real_views: int = 0                # robot-camera views per real mesh
     data_seed: int = 1
     # optimisation
     stage: int = 2

@@ -41,9 +41,18 @@ def category_list(spec: str) -> list:
 def ensure_dataset(cfg: TrainConfig, n_points: int) -> ShardDataset:
     root = Path(cfg.data_dir)
     if not (root / "index.json").exists():
+        real = None
+        if cfg.real_meshes and cfg.real_views:
+            from ..data.real_meshes import load_ycb
+
+            real = load_ycb(cfg.real_meshes, training_only=True)
+            if not real:
+                raise FileNotFoundError(f"real_meshes: no YCB meshes with part rules in {cfg.real_meshes} "
+                                        "(expects e.g. 025_mug.ply; see data/real_meshes.py)")
         samples = generate_samples(category_list(cfg.categories), cfg.shapes_per_category, n_points,
                                    seed=cfg.data_seed, depth_fraction=cfg.depth_fraction,
-                                   clutter_fraction=cfg.clutter_fraction)
+                                   clutter_fraction=cfg.clutter_fraction, sensor_fraction=cfg.sensor_fraction,
+                                   real_meshes=real, real_views=cfg.real_views)
         write_shards(samples, root)
     return ShardDataset(root)
 

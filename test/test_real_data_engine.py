@@ -1,0 +1,202 @@
+"""The real-geometry side of the data engine: YCB part rules, sensor models, robot-camera views,
+and the object-mode real-part evaluation through PartFinder. Tests that need the real YCB
+scans or scans in ../shared/data skip without them; the rest run on generated meshes."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from patchalign_ros.data.engine import generate_samples, robot_depth_sample
+from patchalign_ros.data.real_meshes import YCB_RULES, handle_outside_cylinder, label_mesh, load_ycb
+from patchalign_ros.data.sensors import SENSORS, SensorModel, apply_sensor, fit_kinect_quantisation
+from patchalign_ros.data.shapes import make_shape
+from patchalign_ros.data.synthetic import LabeledMesh
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+YCB = SHARED / "meshes" / "ycb"
+
+
+def _merged(shape: LabeledMesh):
+    """One open3d mesh of all parts and the part name per triangle (the ground truth)."""
+    import open3d as o3d
+
+    verts, tris, names, offset = [], [], [], 0
+    for name, mesh in shape.parts:
+        v, t = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+        verts.append(v)
+        tris.append(t + offset)
+        names += [name] * len(t)
+        offset += len(v)
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.concatenate(verts)),
+                                     o3d.utility.Vector3iVector(np.concatenate(tris)))
+    return mesh, np.array(names)
+
+
+@pytest.mark.parametrize("radius,tube", [(0.035, 0.006), (0.05, 0.009)])
+def test_cylinder_handle_rule_finds_a_mug_handle(radius, tube):
+    """The rule written for the scanned YCB mug, on a mug whose handle is known: a tapered body
+    and a C handle whose roots sit in the wall."""
+    from patchalign_ros.data.shapes import ring, shell, tapered
+
+    h, rr = 0.1, 0.03
+    shape = LabeledMesh("mug", [("body", tapered(shell(radius, h), h, 0.15)),
+                                ("handle", ring(rr, tube, (radius + rr * 0.8, 0, h * 0.55), (0, 1, 0)))])
+    mesh, names = _merged(shape)
+    v, t = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+    area = 0.5 * np.linalg.norm(np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]]), axis=1)
+    found = handle_outside_cylinder(v[t].mean(axis=1), t)
+    truth = names == "handle"
+    assert area[found & truth].sum() / area[found].sum() > 0.99  # never the body
+    assert area[found & truth].sum() / area[truth].sum() > 0.35  # the part within the 8 mm margin is missed
+
+
+def test_label_mesh_gives_every_triangle_one_part():
+    from patchalign_ros.data.real_meshes import MeshRule
+
+    shape = make_shape("bottle", np.random.default_rng(0))
+    mesh, _ = _merged(shape)
+    rule = MeshRule("bottle", lambda c, t: {"cap": c[:, 2] > 0.8 * c[:, 2].max()}, "body", "test")
+    labelled = label_mesh(mesh, rule)
+    assert labelled.part_names == ["body", "cap"] or labelled.part_names == ["cap", "body"]
+    assert sum(len(m.triangles) for _, m in labelled.parts) == len(mesh.triangles)
+
+
+@pytest.mark.skipif(not (YCB / "025_mug.ply").is_file(), reason="no ../shared/data/meshes/ycb")
+def test_every_ycb_rule_gives_plausible_parts():
+    shapes = load_ycb(YCB)
+    assert set(shapes) == set(YCB_RULES)
+    for stem, shape in shapes.items():
+        areas = {n: m.get_surface_area() for n, m in shape.parts}
+        total = sum(areas.values())
+        assert len(areas) >= 2, stem
+        for name, area in areas.items():  # no rule leaves a sliver or swallows the object
+            assert 0.02 < area / total < 0.97, (stem, name, area / total)
+    assert "019_pitcher_base" not in load_ycb(YCB, training_only=True)  # the held-out real check
+    mug = dict(shapes["025_mug"].parts)
+    handle = np.asarray(mug["handle"].vertices)
+    body = np.asarray(mug["body"].vertices)
+    assert handle[:, 0].min() > body[:, 0].max() - 0.03  # the handle sits on one side of the body
+
+
+def test_kinect_model_quantises_like_the_measured_scans():
+    rng = np.random.default_rng(0)
+    depth = np.full((60, 80), 1.0)
+    noisy = apply_sensor(depth, np.ones_like(depth), SENSORS["kinect"], rng)
+    values = noisy[np.isfinite(noisy)]
+    steps = np.diff(np.unique(np.round(values, 7)))
+    assert np.median(steps) == pytest.approx(2.85e-3, rel=0.05)  # 2.85e-3 * z^2 at 1 m
+    assert 0.5e-3 < values.std() < 3e-3
+    far = apply_sensor(np.full((60, 80), 2.0), np.ones((60, 80)), SENSORS["kinect"], np.random.default_rng(1))
+    assert np.nanstd(far) > 2.5 * values.std()  # noise grows with range squared
+
+
+def test_active_stereo_flies_pixels_across_depth_edges_and_kinect_does_not():
+    depth = np.full((50, 50), 1.5)
+    depth[:, :25] = 0.8  # a foreground object's edge
+    flat = np.ones_like(depth)
+    calm = SensorModel("calm", 600.0, 0.0, 1e-5, edge_drop=0.0, flying=0.0)
+    assert not np.isnan(apply_sensor(depth, flat, calm, np.random.default_rng(0))).any()
+    stereo = apply_sensor(depth, flat, SENSORS["active_stereo"], np.random.default_rng(0))
+    between = (stereo > 0.85) & (stereo < 1.45)
+    assert between[:, 23:27].sum() >= 10 and between[:, :20].sum() == 0
+    kinect = apply_sensor(depth, flat, SENSORS["kinect"], np.random.default_rng(0))
+    assert ((kinect > 0.85) & (kinect < 1.45)).sum() <= 3
+    assert np.isnan(apply_sensor(np.full((8, 8), np.nan), np.ones((8, 8)), SENSORS["kinect"],
+                                 np.random.default_rng(0))).all()
+
+
+@pytest.mark.skipif(not (SHARED / "real_scans" / "mosd" / "test34.pcd").is_file(), reason="no ../shared real scans")
+def test_kinect_parameters_come_from_the_real_scans():
+    scans = sorted((SHARED / "real_scans" / "mosd").glob("test3*.pcd"))[:3]
+    fit = fit_kinect_quantisation(scans)
+    assert fit["quantisation_k"] == pytest.approx(SENSORS["kinect"].quantisation, rel=0.1)
+    sigmas = list(fit["table_robust_sigma_m"].values())
+    assert sigmas and all(0.8e-3 < s < 3e-3 for s in sigmas)
+
+
+def test_robot_views_are_partial_noisy_labelled_and_occluded():
+    shape = make_shape("mug", np.random.default_rng(4))
+    views = [robot_depth_sample(shape, None, np.random.default_rng(s), SENSORS["kinect"]) for s in range(4)]
+    views = [v for v in views if v is not None]
+    assert views, "a mug on a table is always seen"
+    for v in views:
+        assert len(v.points) >= 150 and set(np.unique(v.labels)) <= {0, 1, 2}
+        assert np.abs(v.points).max() < 0.3  # in the object frame, not the camera's
+    sizes = []
+    for clutter in (0, 3):
+        got = [robot_depth_sample(shape, None, np.random.default_rng(s), SENSORS["kinect"], clutter=clutter,
+                                  min_points=1) for s in range(6)]
+        sizes.append(sum(0 if g is None else len(g.points) for g in got))
+    assert sizes[1] < sizes[0]  # clutter hides some of the object
+    fixed = robot_depth_sample(shape, 512, np.random.default_rng(0), SENSORS["passive_stereo"])
+    assert fixed is None or fixed.points.shape == (512, 3)
+
+
+def test_generate_samples_mixes_real_meshes_sensor_views_and_new_shapes():
+    mug = make_shape("mug", np.random.default_rng(9))
+    real = {"fake_mug": LabeledMesh("mug", mug.parts)}
+    samples = list(generate_samples(["power drill", "canister"], 3, 256, seed=3, depth_fraction=1.0,
+                                    sensor_fraction=1.0, clutter_fraction=0.5, real_meshes=real, real_views=2,
+                                    progress=False))
+    assert len(samples) == 3 * 2 + 2
+    assert {s.category for s in samples} == {"power drill", "canister", "mug"}
+    drills = [s for s in samples if s.category == "power drill"]
+    assert all({"handle", "battery", "chuck"} <= set(s.part_names) for s in drills)
+    assert all(s.points.shape == (256, 3) for s in samples)
+
+
+def _tiny_finder(tmp_path):
+    from model_factory import random_net
+
+    from patchalign_ros.inference.pipeline import PartFinder
+    from patchalign_ros.model import save_network
+
+    ckpt = save_network(random_net(seed=3), tmp_path / "m.safetensors")
+    return PartFinder.load(ckpt, text_encoder="minilm", cache_dir=None)
+
+
+def test_real_parts_runs_the_deployed_path_on_a_data_root(tmp_path, minilm):
+    """A data root laid out like ../shared/data, made here: a generated mug saved as the YCB mug."""
+    import open3d as o3d
+
+    from patchalign_ros.evaluation.real_parts import format_summary, run_real_parts
+
+    finder = _tiny_finder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no real development data"):
+        run_real_parts(finder, tmp_path / "empty", tmp_path / "out0", progress=False)
+    (tmp_path / "data" / "meshes" / "ycb").mkdir(parents=True)
+    mesh, _ = _merged(make_shape("mug", np.random.default_rng(0)))
+    o3d.io.write_triangle_mesh(str(tmp_path / "data" / "meshes" / "ycb" / "025_mug.ply"), mesh)
+    report = run_real_parts(finder, tmp_path / "data", tmp_path / "out", ycb_views=2, progress=False)
+    assert [c["group"] for c in report["cases"]] == ["mug handle", "mug handle"]
+    assert all(0.0 <= c["iou"] <= 1.0 and c["truth_points"] >= 20 for c in report["cases"])
+    assert report["summary"]["mug handle"]["cases"] == 2
+    assert json.loads((tmp_path / "out" / "real_parts.json").read_text())["summary"] == report["summary"]
+    assert (tmp_path / "out" / "real_parts.png").stat().st_size > 5000
+    assert "mug handle" in format_summary(report)
+
+
+@pytest.mark.skipif(not (SHARED / "real_scans" / "milk_cartoon_all_small_clorox.pcd").is_file(),
+                    reason="no ../shared real scans")
+def test_real_part_masks_land_on_the_right_objects(tmp_path):
+    from patchalign_ros.evaluation.real_parts import annotated_bottle_cases, clorox_cases, mosd_cases
+    from patchalign_ros.inference.pipeline import PartFinder
+
+    finder = PartFinder.load()
+    cases = clorox_cases(SHARED / "real_scans" / "milk_cartoon_all_small_clorox.pcd", finder)
+    assert {c.name.split(" ", 2)[2] for c in cases} == {"clorox handle", "clorox cap", "detergent handle",
+                                                         "detergent cap"}
+    for c in cases:
+        share = c.truth.mean()
+        assert 0.02 < share < 0.25, (c.name, share)  # a part of one object, not a slice of the scene
+        # caps are the top of their object along the scene's up
+        if c.query == "cap":
+            height = c.points @ c.up
+            assert np.median(height[c.truth]) > np.percentile(height, 85), c.name
+    (mug,) = mosd_cases(SHARED / "real_scans" / "mosd")
+    assert 100 < mug.truth.sum() < 400 and abs(mug.up @ np.array([0, -1, 0])) > 0.7  # optical frame: up is -y
+    bottle = annotated_bottle_cases(SHARED / "annotated_shapes" / "partnet_mobility_bottle_3763")
+    lid = next(c for c in bottle if c.query == "lid")
+    assert (lid.points[lid.truth] @ lid.up).min() > np.median(lid.points @ lid.up)
