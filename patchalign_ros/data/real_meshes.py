@@ -2,7 +2,8 @@
 
 Each mesh gets its parts by an explicit geometric rule written for that object, in the mesh's
 own frame (z up, metres, standing or lying on z = 0 as scanned). Every rule was checked by eye
-on the pictures ``python -m patchalign_ros ycb-masks --out DIR`` draws. The labelled meshes are
+on the picture ``python -m patchalign_ros ycb-masks --meshes DIR`` draws
+(``docs/results/ycb_masks.png``). The labelled meshes are
 LabeledMesh objects, so the data engine renders them like the procedural shapes (depth views
 with the sensor models, whole surfaces).
 
@@ -29,7 +30,7 @@ def _circle_fit(xy: np.ndarray) -> np.ndarray:
 
 
 def _largest_component(mask: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Keep the largest edge-connected set of the masked triangles."""
+    """Keep the largest set of masked triangles connected through shared vertices."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
