@@ -138,3 +138,24 @@ def test_corrupt_checkpoint_and_missing_default(mug_file, tmp_path):
         assert proc.returncode == 0, proc.stderr
     else:
         assert proc.returncode == 2 and "no bundled default model" in proc.stderr
+
+
+def test_ycb_masks_and_evaluate_real_data_arguments(checkpoint, tmp_path):
+    """`ycb-masks` labels and draws the meshes it finds (here a generated mug saved as the YCB
+    mug's file); missing inputs are one error line."""
+    import open3d as o3d
+
+    shape = make_shape("mug", np.random.default_rng(0))
+    mesh = o3d.geometry.TriangleMesh()
+    for _, part in shape.parts:
+        mesh += part
+    (tmp_path / "ycb").mkdir()
+    o3d.io.write_triangle_mesh(str(tmp_path / "ycb" / "025_mug.ply"), mesh)
+    proc = run_cli("ycb-masks", "--meshes", tmp_path / "ycb", "--out", tmp_path / "m.png")
+    assert proc.returncode == 0, proc.stderr
+    assert "025_mug" in proc.stdout and "handle" in proc.stdout and (tmp_path / "m.png").stat().st_size > 5000
+    empty = run_cli("ycb-masks", "--meshes", tmp_path / "nothing", "--out", tmp_path / "n.png")
+    assert empty.returncode == 2 and empty.stderr.startswith("error:") and "Traceback" not in empty.stderr
+    missing = run_cli("evaluate", "--checkpoint", checkpoint, "--real-data", tmp_path / "nowhere",
+                      "--splits", "unseen", "--shapes-per-category", 1, "--out-dir", tmp_path / "ev")
+    assert missing.returncode == 2 and "--real-data" in missing.stderr and "Traceback" not in missing.stderr
