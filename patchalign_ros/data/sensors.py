@@ -5,10 +5,11 @@ along the optical axis, NaN where no return):
 
 - ``kinect`` (structured light). Fitted on the mOSD Kinect scans in ``../shared/data/real_scans``
   by ``python -m patchalign_ros fit-sensor``: depth comes in disparity steps of
-  2.85e-3 * z^2 m (measured: 1 mm at 0.7 m, 3 mm at 1.0 m, 5 mm at 1.3 m, 7 mm at 1.6 m) and the
-  table plane scatters with a robust sigma of 1.4-1.9 mm at 0.6-1.6 m, of which quantisation
-  explains about half. Almost no flying pixels (< 0.5 % of depth edges carry a floating pixel):
-  edges lose returns instead.
+  2.85e-3 * z^2 m (measured: 1 mm at 0.7 m, 3 mm at 1.0 m, 5 mm at 1.3 m, 7 mm at 1.6 m, i.e.
+  2.7-3.0e-3 * z^2 beyond 1 m) and the table plane scatters with a robust sigma of 1.4-2.1 mm at
+  0.6-1.6 m, of which quantisation explains about half. Almost no flying pixels (< 0.5 % of depth
+  edges carry a floating pixel): edges lose returns instead. Holes on objects cannot be measured
+  there (the labels cover valid pixels only); the small hole rate is assumed.
 - ``active_stereo`` (RealSense D4xx). Not measurable here (no such scan in the development data):
   Intel's RMS formula z^2 * subpixel / (f * baseline) with subpixel 0.08, f 615 px, baseline
   50 mm gives 2.6e-3 * z^2; flying pixels at depth edges and holes on dark or shiny surfaces are
