@@ -192,3 +192,13 @@ def test_evaluate_report(tmp_path, minilm):
     assert set(s["keypoint_IoU"]) == {str(round(0.01 * i, 2)) for i in range(1, 11)}
     assert Path(s["examples_png"]).stat().st_size > 10_000
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["splits"]["unseen"]["mIoU"] == s["mIoU"]
+
+
+def test_shipped_training_configs_load_and_name_existing_starting_points():
+    from patchalign_ros.training.config import TrainConfig
+
+    for path in sorted((ROOT / "config").glob("train_*.yaml")):
+        cfg = TrainConfig.load(str(path))
+        assert cfg.steps > 0 and cfg.batch_size > 0, path
+        if cfg.init:  # relative to the repository, as the README's command runs it
+            assert (ROOT / cfg.init).is_file(), (path, cfg.init)
