@@ -46,6 +46,28 @@ def full_sample(shape: LabeledMesh, n: int, rng) -> Sample:
     return Sample(pts.astype(np.float32), lab.astype(np.int16), shape.part_names, shape.category, "full", inst)
 
 
+def _part_scene(shape: LabeledMesh):
+    """A ray-casting scene of the shape's part meshes, and per geometry id its part index (into
+    ``shape.part_names``) and mesh (part instance) index. Geometry added later (table, clutter)
+    has neither."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    gid_part, gid_mesh = {}, {}
+    for mesh_index, (name, mesh) in enumerate(shape.parts):
+        gid = scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+        gid_part[gid], gid_mesh[gid] = shape.part_names.index(name), mesh_index
+    return scene, gid_part, gid_mesh
+
+
+def _object_returns(gids: np.ndarray, gid_part: dict, gid_mesh: dict):
+    """Which returns hit the object (not table or clutter), and their part and instance indices."""
+    on_object = np.array([int(g) in gid_part for g in gids], dtype=bool)
+    kept = gids[on_object]
+    return (on_object, np.array([gid_part[int(g)] for g in kept], dtype=np.int16),
+            np.array([gid_mesh[int(g)] for g in kept], dtype=np.int64))
+
+
 def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int = 150,
                  noise: float = 0.0015, min_points: int = 200, table: bool = False,
                  clutter: bool = False) -> Sample | None:
@@ -58,12 +80,9 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
     but they hide parts of the object as real ones do."""
     import open3d as o3d
 
-    scene = o3d.t.geometry.RaycastingScene()
-    names = shape.part_names
-    gid_part, gid_mesh = {}, {}
-    for mesh_index, (name, mesh) in enumerate(shape.parts):
-        gid = scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
-        gid_part[gid], gid_mesh[gid] = names.index(name), mesh_index
+    from .sensors import depth_edges
+
+    scene, gid_part, gid_mesh = _part_scene(shape)
     center, radius = bounding_sphere(shape)
     elev, azim = np.deg2rad(rng.uniform(10, 65)), rng.uniform(0, 2 * np.pi)  # draw order fixes the datasets
     dist = radius * rng.uniform(2.2, 3.5)
@@ -87,25 +106,18 @@ def depth_sample(shape: LabeledMesh, n: int, rng, width: int = 200, height: int 
     valid &= hits.incidence > rng.uniform(0.05, 0.2)  # grazing returns drop out
     depth = np.where(valid, t, np.nan)
     # Depth edges lose returns on real sensors (mixed pixels): drop pixels next to a jump.
-    pad = np.pad(depth, 1, constant_values=np.nan)
-    jumps = np.zeros_like(valid)
-    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-        nb = pad[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-        jumps |= ~np.isfinite(nb) | (np.abs(nb - depth) > 0.02 * np.nan_to_num(depth, nan=1.0))
-    valid &= ~(jumps & (rng.random(valid.shape) < 0.5))
+    valid &= ~(depth_edges(depth)[0] & (rng.random(valid.shape) < 0.5))
     if valid.sum() < min_points:
         return None
     tt = t[valid] + rng.normal(0, noise, valid.sum()) * t[valid] ** 2  # noise grows with range squared
     pts = r[..., :3][valid] + r[..., 3:][valid] * tt[:, None]
-    gids = hits.geometry_ids[valid]
-    on_object = np.array([int(g) in gid_part for g in gids], dtype=bool)  # table/clutter returns dropped
-    if on_object.sum() < min_points:
+    on_object, labels, instances = _object_returns(hits.geometry_ids[valid], gid_part, gid_mesh)
+    if on_object.sum() < min_points:  # table/clutter returns are dropped
         return None
-    pts, tt, gids = pts[on_object], tt[on_object], gids[on_object]
-    labels = np.array([gid_part[int(g)] for g in gids], dtype=np.int16)
-    instances = np.array([gid_mesh[int(g)] for g in gids], dtype=np.int64)
+    pts = pts[on_object]
     idx = _resample_index(len(pts), n, rng)
-    return Sample(pts[idx].astype(np.float32), labels[idx], names, shape.category, "depth", instances[idx])
+    return Sample(pts[idx].astype(np.float32), labels[idx], shape.part_names, shape.category, "depth",
+                  instances[idx])
 
 
 def _add_clutter(scene, o3d, center, radius, eye, rng, count: int):
@@ -139,12 +151,7 @@ def robot_depth_sample(shape: LabeledMesh, n: int | None, rng, sensor=None, min_
     from .sensors import SENSORS, apply_sensor
 
     sensor = sensor or SENSORS["kinect"]
-    scene = o3d.t.geometry.RaycastingScene()
-    names = shape.part_names
-    gid_part, gid_mesh = {}, {}
-    for mesh_index, (name, mesh) in enumerate(shape.parts):
-        gid = scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
-        gid_part[gid], gid_mesh[gid] = names.index(name), mesh_index
+    scene, gid_part, gid_mesh = _part_scene(shape)
     center, radius = bounding_sphere(shape)
     elev, azim = np.deg2rad(rng.uniform(*elevation_deg)), rng.uniform(0, 2 * np.pi)
     dist = max(rng.uniform(*distance_m), 2.0 * radius)
@@ -165,16 +172,13 @@ def robot_depth_sample(shape: LabeledMesh, n: int | None, rng, sensor=None, min_
     depth = np.where(np.isfinite(hits.t), t_metric * along, np.nan)
     noisy = apply_sensor(depth, hits.incidence, sensor, rng)
     valid = np.isfinite(noisy)
-    gids = hits.geometry_ids[valid]
-    on_object = np.array([int(g) in gid_part for g in gids], dtype=bool)
+    on_object, labels, instances = _object_returns(hits.geometry_ids[valid], gid_part, gid_mesh)
     if on_object.sum() < min_points:
         return None
     pts = eye + dirs[valid][on_object] * (noisy[valid][on_object] / along[valid][on_object])[:, None]
-    gids = gids[on_object]
-    labels = np.array([gid_part[int(g)] for g in gids], dtype=np.int16)
-    instances = np.array([gid_mesh[int(g)] for g in gids], dtype=np.int64)
     idx = np.arange(len(pts)) if n is None else _resample_index(len(pts), n, rng)  # None: every return
-    return Sample(pts[idx].astype(np.float32), labels[idx], names, shape.category, "depth", instances[idx])
+    return Sample(pts[idx].astype(np.float32), labels[idx], shape.part_names, shape.category, "depth",
+                  instances[idx])
 
 
 def generate_samples(categories, shapes_per_category: int, n_points: int, seed: int, depth_fraction: float = 0.5,

@@ -49,7 +49,7 @@ SENSORS = {
 }
 
 
-def _depth_edges(depth: np.ndarray, rel_jump: float = 0.02):
+def depth_edges(depth: np.ndarray, rel_jump: float = 0.02):
     """Pixels next to a depth jump (or a missing return), and per pixel the depth across the
     largest jump (NaN where none)."""
     h, w = depth.shape
@@ -86,7 +86,7 @@ def apply_sensor(depth: np.ndarray, incidence: np.ndarray, sensor: SensorModel, 
         field = _smooth_field(z.shape, rng.uniform(3, 10), rng)
         valid &= field < np.quantile(field, 1 - sensor.hole_fraction * rng.uniform(0.5, 1.5))
     z = np.where(valid, z, np.nan)
-    edge, other = _depth_edges(z)
+    edge, other = depth_edges(z)
     draw = rng.random(z.shape)
     fly = edge & np.isfinite(other) & (draw < sensor.flying)
     mix = rng.uniform(0.2, 0.8, z.shape)
