@@ -143,7 +143,6 @@ def cmd_process_bag(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .inference.pipeline import default_checkpoint
     from .training.evaluate import SPLITS, format_table, run_evaluation
 
     splits = [s.strip() for s in args.splits.split(",")]
@@ -152,7 +151,7 @@ def cmd_evaluate(args) -> int:
         raise UsageError(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
     if args.real_data and not Path(args.real_data).is_dir():
         raise UsageError(f"--real-data: no such directory {args.real_data}")
-    report = run_evaluation(args.checkpoint or default_checkpoint(), args.out_dir, splits,
+    report = run_evaluation(args.checkpoint, args.out_dir, splits,
                             args.shapes_per_category, args.text_encoder, real_data=args.real_data,
                             inference_config=load_inference_config(args.config), deployed=not args.model_only)
     print(format_table(report))
@@ -173,6 +172,74 @@ def cmd_evaluate_real(args) -> int:
                                  frame=args.frame, pictures=not args.no_png)
     print(format_summary(report["scans"], report["summary"]))
     print(f"report -> {Path(args.out_dir) / 'report.json'}")
+    if args.presence:  # object-level precision / recall on every labelled capture, tune and held-out apart
+        from .evaluation.presence import format_summary as presence_summary
+        from .evaluation.presence import run_presence_evaluation
+
+        out = Path(args.out_dir) / "presence"
+        presence = run_presence_evaluation(finder, args.presence, out, validate_queries(_parse_queries(args.queries)))
+        print(presence_summary(presence["summary"]))
+        print(f"presence report -> {out / 'presence_report.json'}, PR curves and reliability -> {out / 'presence_pr.png'}")
+    return 0
+
+
+def _presence_runs(args) -> list:
+    """(label, finder) per model to evaluate: each of --models, then --legacy models as release 2
+    shipped them (no competitors, no synonym ensemble, no presence model: the mean-score gate)."""
+    from dataclasses import replace
+
+    from .inference.pipeline import PartFinder
+
+    config = load_inference_config(args.config)
+    runs = []
+    for spec in [m for m in _parse_queries(args.models) if m]:
+        runs.append((spec, PartFinder.load(None if spec == "default" else spec, config=config)))
+    for spec in [m for m in _parse_queries(args.legacy or "") if m]:
+        finder = PartFinder.load(None if spec == "default" else spec,
+                                 config=replace(config, background=[], synonym_ensemble=False))
+        finder.presence = None
+        runs.append((f"{spec} (legacy gate)", finder))
+    return runs
+
+
+def cmd_evaluate_presence(args) -> int:
+    from .evaluation.presence import format_summary, run_presence_evaluation
+    from .text import validate_queries
+
+    if not Path(args.data_root).is_dir():
+        raise UsageError(f"--data-root: no such directory {args.data_root}")
+    queries = validate_queries(_parse_queries(args.queries))
+    splits = tuple(s.strip() for s in args.splits.split(","))
+    if not set(splits) <= {"tune", "held-out"}:
+        raise UsageError(f"--splits: choose from tune, held-out (got {args.splits})")
+    table = {}
+    for label, finder in _presence_runs(args):
+        out = Path(args.out_dir) / label.replace(" ", "_").replace("(", "").replace(")", "").replace("/", "_")
+        report = run_presence_evaluation(finder, args.data_root, out, queries, splits)
+        print(f"== {label}: presence model {report['presence_model']}")
+        print(format_summary(report["summary"]))
+        print(f"report -> {out / 'presence_report.json'}, PR curves -> {out / 'presence_pr.png'}")
+        table[label] = {"summary": report["summary"], "presence_model": report["presence_model"]}
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.out_dir) / "comparison.json").write_text(json.dumps(table, indent=1) + "\n")
+    return 0
+
+
+def cmd_calibrate_presence(args) -> int:
+    from .evaluation.presence import calibrate
+    from .inference.pipeline import PartFinder
+    from .text import validate_queries
+
+    if not Path(args.data_root).is_dir():
+        raise UsageError(f"--data-root: no such directory {args.data_root}")
+    finder = PartFinder.load(args.checkpoint, config=load_inference_config(args.config))
+    out = calibrate(finder, args.data_root, args.out, validate_queries(_parse_queries(args.queries)),
+                    args.target_precision, args.generated_per_category)
+    import yaml
+
+    print(yaml.safe_dump({"presence": out["presence"]}, sort_keys=False, width=200))
+    print(f"calibration -> {args.out} (paste 'presence' into the model's registry entry); "
+          f"reliability diagram -> {Path(args.out).with_suffix('.png')}")
     return 0
 
 
@@ -420,7 +487,32 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--frame", default="auto", help="frame convention (see segment --frame)")
     er.add_argument("--out-dir", default="eval_real_output")
     er.add_argument("--no-png", action="store_true")
+    er.add_argument("--presence", metavar="DATA_ROOT", help="also count object-level part presence (precision, "
+                    "recall, PR curve, false part points) on the labelled captures under DATA_ROOT (../shared/data)")
     er.set_defaults(func=cmd_evaluate_real)
+
+    ep = sub.add_parser("evaluate-presence", help="object-level part presence precision/recall, PR curves and false "
+                        "part points on the labelled real captures (tune and held-out splits apart)")
+    ep.add_argument("--data-root", required=True, help="the ../shared/data layout (real_scans/mosd, mosd_learn, "
+                    "realsense_6dof)")
+    ep.add_argument("--models", default="default", help="comma-separated registry names or weights paths")
+    ep.add_argument("--legacy", help="also run these models as release 2 shipped them (before/after)")
+    ep.add_argument("--queries", default="handle,grip,cap,lid")
+    ep.add_argument("--splits", default="tune,held-out")
+    ep.add_argument("--config", help="inference settings YAML")
+    ep.add_argument("--out-dir", default="presence_output")
+    ep.set_defaults(func=cmd_evaluate_presence)
+
+    cp = sub.add_parser("calibrate-presence", help="fit a model's presence calibration and operating point on the "
+                        "tune split of the real captures (+ generated views)")
+    cp.add_argument("--data-root", required=True)
+    cp.add_argument("--checkpoint", help="registry name or weights path (default: the bundled model)")
+    cp.add_argument("--queries", default="handle,grip,cap,lid")
+    cp.add_argument("--target-precision", type=float, default=0.9)
+    cp.add_argument("--generated-per-category", type=int, default=2)
+    cp.add_argument("--config", help="inference settings YAML")
+    cp.add_argument("--out", default="presence_calibration.json")
+    cp.set_defaults(func=cmd_calibrate_presence)
 
     mo = sub.add_parser("models", help="registered models: list them (and which are available locally), or pull "
                                        "one ahead of time (weights, and text embeddings of --queries)")

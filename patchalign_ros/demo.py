@@ -121,12 +121,14 @@ def run_demo(out_dir: Path, checkpoint=None, queries=("handle", "body")) -> int:
     labels = np.full(len(flat), -1)
     names = list(result.queries)
     truth_parts = capture.part_labels.reshape(-1)
+    majority = []
     for seg in result.segments:
         idx = np.asarray(seg.point_indices, dtype=np.int64)
         labels[idx] = names.index(seg.label)
         truth = [capture.part_names[p] for p in np.unique(truth_parts[idx]) if p >= 0]
         counts = {t: int((truth_parts[idx] == capture.part_names.index(t)).sum()) for t in truth}
         best = max(counts, key=counts.get) if counts else "-"
+        majority.append(best)
         print(f"  object {seg.object_id}: {seg.label:8s} score {seg.score:.2f}, {len(idx):5d} points "
               f"(ground truth there: mostly {best}), approach ({seg.approach.x:+.2f}, {seg.approach.y:+.2f}, "
               f"{seg.approach.z:+.2f})")
@@ -136,7 +138,8 @@ def run_demo(out_dir: Path, checkpoint=None, queries=("handle", "body")) -> int:
     (out_dir / "demo_result.json").write_text(json.dumps({
         "message": response.message, "queries": names,
         "segments": [{"label": s.label, "score": s.score, "object_id": s.object_id,
-                      "num_points": len(s.point_indices)} for s in result.segments]}, indent=1))
+                      "num_points": len(s.point_indices), "ground_truth_majority": truth}
+                     for s, truth in zip(result.segments, majority)]}, indent=1))
     kps = [(k.label, np.array([k.position.x, k.position.y, k.position.z])) for k in result.keypoints]
     # show the table top around the objects, not the whole room
     objects = np.isfinite(flat).all(axis=1) & (labels >= 0)

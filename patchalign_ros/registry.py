@@ -35,6 +35,7 @@ class ModelEntry:
     text_encoder: str | None = None
     config: dict = field(default_factory=dict)     # ModelConfig overrides
     inference: dict = field(default_factory=dict)  # InferenceConfig defaults
+    presence: dict = field(default_factory=dict)   # the model's presence calibration (inference.presence)
 
     @classmethod
     def from_dict(cls, name: str, data: dict) -> "ModelEntry":
@@ -42,7 +43,7 @@ class ModelEntry:
             raise ValueError(f"registry entry {name!r} must be a mapping")
         data = dict(data)
         weights = data.pop("weights", None) or {}
-        known = {"description", "sha256", "text_encoder", "config", "inference"}
+        known = {"description", "sha256", "text_encoder", "config", "inference", "presence"}
         unknown = sorted(set(data) - known) + sorted(set(weights) - {"bundled", "hf_repo", "hf_filename",
                                                                          "hf_revision"})
         if unknown:

@@ -13,13 +13,14 @@ from patchalign_ros.model import PatchAlignModel
 from patchalign_ros.text import PromptEmbedder
 
 
-NO_PART_GATE = {"part_min_mean_score": 0.0, "min_part_fraction": 0.0, "max_part_fraction": 1.0}
+# Random weights carry no evidence: no object-level gate and no competing background names here
+# (each is tested on its own).
+NO_PART_GATE = {"part_min_mean_score": 0.0, "min_part_fraction": 0.0, "max_part_fraction": 1.0, "background": []}
 
 
 @pytest.fixture(scope="module")
 def finder(minilm, tmp_path_factory):
     model = PatchAlignModel(random_net(seed=21))
-    # Random weights carry no evidence: the object-level part gate is off here (tested on its own).
     return PartFinder(model, PromptEmbedder(minilm, cache_dir=tmp_path_factory.mktemp("cache")),
                       InferenceConfig(score_threshold=0.5, **NO_PART_GATE))
 
@@ -66,6 +67,50 @@ def test_threshold_controls_background(finder):
     high = finder.find_parts(pts, ["lid"], min_score=1.01, keypoints=False)
     assert len(low.objects[0].parts[0].point_indices) == 1500
     assert high.objects[0].parts == [] and (high.point_label_array() == -1).all()
+
+
+def test_background_names_compete_with_a_single_query(finder):
+    pts = np.random.default_rng(1).normal(size=(1500, 3))
+    alone = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
+    assert (alone.point_label_array() == 0).sum() == 1500  # nothing else asked: it takes every point
+    finder.config.background = ["body", "base", "side", "surface"]
+    try:
+        # "surface" is left out for "lid" (it is a name of "top", which shares a word with "top cover")
+        assert finder.competitors(["lid"]) == ["body", "base", "side"]
+        assert finder.competitors(["grip"]) == ["body", "base", "side", "surface"]
+        assert "body" not in finder.competitors(["container"])  # a synonym of body
+        assert finder.competitors(["handle", "base"]) == ["body", "side", "surface"]
+        contested = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
+        labels = contested.point_label_array()
+        assert 0 < (labels == 0).sum() < 1500 and set(np.unique(labels)) <= {-1, 0}
+        assert contested.queries == ["lid"]  # competitors never appear in results
+        assert set(contested.objects[0].presence) == {"lid"}
+    finally:
+        finder.config.background = []
+
+
+def test_presence_model_scores_and_gates_parts(finder):
+    from patchalign_ros.inference.presence import FEATURES, PresenceModel, presence_features
+
+    logits = np.array([[3.0, -1.0], [2.0, 0.0], [-2.0, 1.0], [-3.0, 2.0]])
+    top, margin, win = presence_features(logits, 0)
+    assert top == pytest.approx(2.5) and margin == pytest.approx(3.0) and win == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="finite weights"):
+        PresenceModel.from_dict({"weights": [1.0, float("nan"), 0.0], "bias": 0.0})
+    with pytest.raises(ValueError, match="features"):
+        PresenceModel.from_dict({"features": ["max"], "weights": [1.0], "bias": 0.0})
+    pts = np.random.default_rng(4).normal(size=(1500, 3))
+    try:
+        finder.presence = PresenceModel(np.zeros(len(FEATURES)), 10.0, threshold=0.5)  # always present
+        sure = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
+        assert sure.objects[0].parts and sure.objects[0].parts[0].score == pytest.approx(1.0, abs=1e-4)
+        assert sure.to_dict()["objects"][0]["presence"]["lid"] == pytest.approx(1.0, abs=1e-4)
+        finder.presence = PresenceModel(np.zeros(len(FEATURES)), -10.0, threshold=0.5)  # never present
+        absent = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
+        assert absent.objects[0].parts == [] and (absent.point_label_array() == -1).all()
+        assert absent.objects[0].presence["lid"] < 1e-4
+    finally:
+        finder.presence = None
 
 
 def test_deterministic(finder):

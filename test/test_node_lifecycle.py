@@ -60,6 +60,10 @@ def test_bad_start_up_values_are_refused_with_the_default_kept(rclpy_context, ch
         h.close()
     assert check_parameter("max_wait_s", -1.0) and check_parameter("device", "tpu")
     assert check_parameter("max_rate_hz", 2.0) is None
+    # [''] is how ROS says "no continuous queries" (the demo's start-up line used to log an ERROR)
+    assert check_parameter("queries", [""]) is None and check_parameter("queries", ["handle", ""]) is None
+    assert check_parameter("background", [""]) is None and check_parameter("background", ["x" * 500])
+    assert check_parameter("presence_threshold", 1.5) and check_parameter("presence_threshold", 0.0) is None
 
 
 def test_the_worker_survives_failing_publishers(rclpy_context, checkpoint, cloud):

@@ -149,17 +149,18 @@ def test_scene_mode_gives_each_object_what_object_mode_gives(finder):
 
 def test_part_evidence_gate(finder):
     pts = np.random.default_rng(3).normal(size=(2000, 3))
-    everything = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
-    assert len(everything.objects[0].parts[0].point_indices) == 2000
-    old = finder.config.max_part_fraction, finder.config.part_min_mean_score
+    old = finder.config.max_part_fraction, finder.config.part_min_mean_score, finder.config.background
+    finder.config.background = []  # no competitors: with min_score 0 the one query takes every point
     try:
+        everything = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
+        assert len(everything.objects[0].parts[0].point_indices) == 2000
         finder.config.max_part_fraction = 0.35  # a "part" that is the whole object is no part
         gated = finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False)
         assert gated.objects[0].parts == [] and (gated.point_label_array() == -1).all()
         finder.config.max_part_fraction, finder.config.part_min_mean_score = 1.0, 1.01  # impossible evidence
         assert finder.find_parts(pts, ["lid"], min_score=0.0, keypoints=False).objects[0].parts == []
     finally:
-        finder.config.max_part_fraction, finder.config.part_min_mean_score = old
+        finder.config.max_part_fraction, finder.config.part_min_mean_score, finder.config.background = old
 
 
 def test_main_components_keeps_the_part_and_drops_strays():
@@ -173,3 +174,55 @@ def test_main_components_keeps_the_part_and_drops_strays():
     assert np.array_equal(kept, handle)
     kept = labeling.main_components(legs, nearest, centers)
     assert np.array_equal(kept, legs)  # four legs of one size all stay
+
+
+def _mug_with_a_low_handle(root_gap: float, rng=None, spacing=0.002):
+    """A table and a mug (r 4 cm, h 10 cm) whose C handle reaches down to 1.2 cm above the table
+    (as a real mug's lower root does), seen from one side; the handle's points within
+    ``root_gap`` of the body are dropped (missing depth at the roots, as real sensors give).
+    Returns (points in a camera-centred frame, labels 0 table / 1 body / 2 handle)."""
+    rng = rng or np.random.default_rng(0)
+    eye = np.array([0.0, -0.5, 0.35])
+    g = np.mgrid[-0.3:0.3:2 * spacing, -0.3:0.3:2 * spacing].reshape(2, -1).T
+    table = np.c_[g, np.zeros(len(g))]
+    r, h, low = 0.04, 0.10, 0.012
+    n = int(2 * np.pi * r * h / spacing ** 2)
+    th, z = rng.uniform(0, 2 * np.pi, n), rng.uniform(0, h, n)
+    body = np.c_[r * np.cos(th), r * np.sin(th), z]
+    body = body[((eye - body)[:, :2] * body[:, :2]).sum(axis=1) > 0]
+    tube, radius = 0.005, (0.085 - low) / 2
+    m = int(2 * np.pi * tube * np.pi * radius / spacing ** 2)
+    a, b = rng.uniform(-np.pi / 2, np.pi / 2, m), rng.uniform(0, 2 * np.pi, m)
+    ring = radius + tube * np.cos(b)
+    handle = np.c_[r - 0.004 + ring * np.cos(a), tube * np.sin(b), low + radius + ring * np.sin(a)]
+    normal = np.c_[np.cos(b) * np.cos(a), np.sin(b), np.cos(b) * np.sin(a)]
+    handle = handle[(((eye - handle) * normal).sum(axis=1) > 0) & (np.linalg.norm(handle[:, :2], axis=1) > r + root_gap)]
+    pts = np.concatenate([table, body, handle])
+    labels = np.r_[np.zeros(len(table)), np.ones(len(body)), np.full(len(handle), 2)].astype(int)
+    return pts + rng.normal(0, 0.0007, pts.shape) - eye, labels
+
+
+@pytest.mark.parametrize("root_gap", [0.012, 0.02])
+def test_a_thin_handle_reaching_down_to_the_table_stays_with_its_mug(root_gap):
+    """Issue #16: a handle that reaches down near the table counted as standing on it and kept
+    its own object; thin, flat pieces (handles, lugs) now join their host, across missing depth too."""
+    pts, labels = _mug_with_a_low_handle(root_gap)
+    up = UpPrior.from_vector([0.0, 0.0, 1.0], hard=True)
+    seg = SceneSegmenter().segment(pts, prior=up)
+    assert len(seg.objects) == 1, [np.bincount(labels[o], minlength=3).tolist() for o in seg.objects]
+    assert (labels[seg.objects[0]] == 2).sum() >= 0.9 * (labels == 2).sum()
+    if root_gap >= 0.02:  # without the thin-part rule the handle is an object of its own
+        old = SceneSegmenter(SceneConfig(thin_part_std=0.0)).segment(pts, prior=up)
+        assert len(old.objects) == 2
+
+
+def test_thin_segments_tell_handles_from_objects():
+    from patchalign_ros.inference.scene import _thin_segments
+
+    rng = np.random.default_rng(1)
+    loop = np.c_[0.03 * np.cos(np.linspace(0, np.pi, 200)), rng.normal(0, 0.002, 200),
+                 0.03 * np.sin(np.linspace(0, np.pi, 200))]   # a handle loop, 4 mm thick
+    block = rng.uniform(-0.03, 0.03, (300, 3))                   # a 6 cm object
+    vox = np.concatenate([loop, block])
+    seg = np.r_[np.zeros(200, int), np.ones(300, int)]
+    assert _thin_segments(seg, 2, vox, np.ones(len(vox)), 0.006, 0.25).tolist() == [True, False]

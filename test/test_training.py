@@ -87,6 +87,48 @@ def test_shards_round_trip(tmp_path):
         assert ds[i].part_names == s.part_names and ds[i].category == s.category
 
 
+def test_absent_parts_round_trip_through_shards(tmp_path):
+    samples = list(generate_samples(["mug", "box"], 2, 128, seed=5, progress=False))
+    samples[1].absent = ["handle", "cap"]
+    write_shards(samples[:2], tmp_path)
+    write_shards(samples[2:], tmp_path, prefix="shard_clutter")  # a second set beside the first
+    ds = ShardDataset(tmp_path)
+    assert len(ds) == 4 and ds.absent[:2] == [None, ["handle", "cap"]] and ds.absent[2:] == [None, None]
+    assert (tmp_path / "index_shard_clutter.json").exists()
+
+
+def test_absent_part_candidates_never_name_a_part_the_object_has():
+    from patchalign_ros.training.negatives import COMMON_QUERIES, AbsentPartSampler, absent_candidates
+
+    vocab = ["handle", "cap", "lid", "spout", "body", "top", "carry handle", "neck", "knob"]
+    assert absent_candidates(["body", "handle"], vocab) == ["cap", "lid", "spout", "top", "neck", "knob"]
+    # a bottle's cap: no "lid" (its synonyms hold "cap lid") and no "neck" ("bottle neck" vs "bottle cap")
+    assert absent_candidates(["body", "cap"], vocab) == ["handle", "spout", "top", "carry handle", "knob"]
+    assert "handle" not in absent_candidates(["body", "carry handle"], vocab)
+    sampler = AbsentPartSampler(vocab, count=4)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        drawn = sampler.draw(["body", "cap"], rng)
+        assert len(drawn) == 4 and len(set(drawn)) == 4 and not {"cap", "lid", "body", "neck"} & set(drawn)
+        assert sum(d in COMMON_QUERIES for d in drawn) >= 2  # the names users ask for come first
+    assert sampler.draw(["body"], rng, absent=["handle"]) == ["handle"]  # given lists are used as they are
+
+
+def test_absent_slots_are_negatives_and_do_not_count_as_parts():
+    feats = torch.nn.functional.normalize(torch.randn(1, 3, 8), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(1, 3, 8), dim=-1)
+    targets = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0]]])
+    mask = torch.tensor([[True, True, True]])
+    absent = torch.tensor([[False, False, True]])
+    loss, logits = alignment_loss(feats, text, mask, targets, torch.tensor(10.0), torch.tensor(0.0), absent)
+    # by hand: K = 2 present parts -> positive weight 1; the absent slot is all negative
+    expected = -(targets * torch.nn.functional.logsigmoid(logits)
+                 + (1 - targets) * torch.nn.functional.logsigmoid(-logits)).mean()
+    assert torch.allclose(loss, expected)
+    heavier, _ = alignment_loss(feats, text, mask, targets, torch.tensor(10.0), torch.tensor(0.0), absent, 3.0)
+    assert heavier > loss
+
+
 def test_public_dataset_readers(tmp_path):
     rows = np.hstack([np.random.rand(20, 6), np.random.randint(0, 3, (20, 1))])
     np.savetxt(tmp_path / "shape.txt", rows)
@@ -143,7 +185,8 @@ def run_train(*args):
 def test_stage2_cli_trains_saves_and_resumes(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(json.dumps({"model": TINY_MODEL, "categories": "mug,bottle,chair", "shapes_per_category": 4,
-                               "batch_size": 4, "checkpoint_every": 2, "warmup_steps": 1, "device": "cpu"}))
+                               "batch_size": 4, "checkpoint_every": 2, "warmup_steps": 1, "device": "cpu",
+                               "negatives_per_shape": 3}))
     out, data = tmp_path / "run", tmp_path / "data"
     first = run_train("--config", cfg, "--steps", 2, "--out-dir", out, "--data-dir", data)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -153,6 +196,7 @@ def test_stage2_cli_trains_saves_and_resumes(tmp_path):
     assert "resuming from step 2" in second.stdout
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2, 3, 4] and all(np.isfinite(h["loss"]) for h in history)
+    assert all(0.0 <= h["absent_patch_fp"] <= 1.0 for h in history)  # absent-part queries were asked
     model = PatchAlignModel.from_checkpoint(out / "model.safetensors")
     assert model.config.depth == 2 and model.config.num_group == 16
     assert (out / "training_curve.png").stat().st_size > 1000
@@ -189,6 +233,10 @@ def test_evaluate_report(tmp_path, minilm):
     assert s["shapes"] == len(UNSEEN_CATEGORIES) and 0 <= s["mIoU"] <= 100 and 0 <= s["boundary_mIoU"] <= 100
     # the same shapes through PartFinder (gate, thresholds): a different number, same range
     assert 0 <= s["deployed_mIoU"] <= 100
+    presence = s["deployed_presence"]
+    asked = sum(c["tp"] + c["fn"] + c["fp"] + c["tn"] for c in presence.values())
+    assert asked > len(UNSEEN_CATEGORIES)  # present names counted and absent ones asked on their own
+    assert all(c["precision"] is None or 0 <= c["precision"] <= 1 for c in presence.values())
     assert set(s["keypoint_IoU"]) == {str(round(0.01 * i, 2)) for i in range(1, 11)}
     assert Path(s["examples_png"]).stat().st_size > 10_000
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["splits"]["unseen"]["mIoU"] == s["mIoU"]

@@ -24,6 +24,7 @@ class Sample:
     category: str
     kind: str  # "full" | "depth"
     instances: np.ndarray | None = None  # (N,) part-instance (mesh) index, when known
+    absent: list | None = None  # part names known to be missing (real clutter); None: the vocabulary decides
 
 
 def random_rotation_about_z(rng, max_tilt_deg: float = 8.0) -> np.ndarray:
@@ -225,8 +226,9 @@ def generate_samples(categories, shapes_per_category: int, n_points: int, seed: 
         yield sample
 
 
-def write_shards(samples, out_dir, shard_size: int = 512) -> list:
-    """Write samples to ``shard_NNNNN.npz`` (+ ``index.json``); returns the shard paths."""
+def write_shards(samples, out_dir, shard_size: int = 512, prefix: str = "shard") -> list:
+    """Write samples to ``{prefix}_NNNNN.npz`` (+ ``index.json`` for the default prefix); returns
+    the shard paths. ``prefix`` adds a second set beside the first (e.g. ``shard_clutter``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, buf = [], []
@@ -236,10 +238,15 @@ def write_shards(samples, out_dir, shard_size: int = 512) -> list:
             return
         max_parts = max(len(s.part_names) for s in buf)
         names = np.array([s.part_names + [""] * (max_parts - len(s.part_names)) for s in buf])
-        path = out_dir / f"shard_{len(paths):05d}.npz"
+        path = out_dir / f"{prefix}_{len(paths):05d}.npz"
+        extra = {}
+        if any(s.absent is not None for s in buf):  # "-" marks "not given" (the vocabulary decides)
+            max_absent = max(len(s.absent or ["-"]) for s in buf)
+            extra["absent"] = np.array([(s.absent if s.absent is not None else ["-"]) + [""] * (max_absent - len(s.absent or ["-"]))
+                                        for s in buf])
         np.savez_compressed(path, points=np.stack([s.points for s in buf]), labels=np.stack([s.labels for s in buf]),
                             part_names=names, category=np.array([s.category for s in buf]),
-                            kind=np.array([s.kind for s in buf]))
+                            kind=np.array([s.kind for s in buf]), **extra)
         paths.append(path)
         buf.clear()
 
@@ -250,7 +257,8 @@ def write_shards(samples, out_dir, shard_size: int = 512) -> list:
         if len(buf) >= shard_size:
             flush()
     flush()
-    (out_dir / "index.json").write_text(json.dumps({"samples": count, "shards": [p.name for p in paths]}, indent=1))
+    index = out_dir / ("index.json" if prefix == "shard" else f"index_{prefix}.json")
+    index.write_text(json.dumps({"samples": count, "shards": [p.name for p in paths]}, indent=1))
     return paths
 
 
@@ -262,7 +270,7 @@ class ShardDataset:
         shards = sorted(root.glob("shard_*.npz"))
         if not shards:
             raise FileNotFoundError(f"no shards in {root}")
-        pts, labels, names, cats, kinds = [], [], [], [], []
+        pts, labels, names, cats, kinds, absent = [], [], [], [], [], []
         for path in shards:
             with np.load(path, allow_pickle=False) as d:
                 pts.append(d["points"])
@@ -270,15 +278,20 @@ class ShardDataset:
                 names += [[n for n in row if n] for row in d["part_names"].tolist()]
                 cats += d["category"].tolist()
                 kinds += d["kind"].tolist()
+                if "absent" in d:
+                    absent += [None if row[0] == "-" else [n for n in row if n] for row in d["absent"].tolist()]
+                else:
+                    absent += [None] * len(d["points"])
         self.points = np.concatenate(pts)
         self.labels = np.concatenate(labels)
-        self.part_names, self.categories, self.kinds = names, cats, kinds
+        self.part_names, self.categories, self.kinds, self.absent = names, cats, kinds, absent
 
     def __len__(self):
         return len(self.points)
 
     def __getitem__(self, i) -> Sample:
-        return Sample(self.points[i], self.labels[i], self.part_names[i], self.categories[i], self.kinds[i])
+        return Sample(self.points[i], self.labels[i], self.part_names[i], self.categories[i], self.kinds[i],
+                      absent=self.absent[i])
 
 
 # --- readers for public part datasets (formats users have) ---------------------------------

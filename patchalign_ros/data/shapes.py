@@ -653,3 +653,35 @@ def unseen_part_names() -> list:
     unseen = {p for c in UNSEEN_CATEGORIES for p, _ in CATEGORY_GENERATORS[c](np.random.default_rng(0))}
     return sorted(p for p in unseen
                   if not any(clean_label(name) in vocab for name in PART_SYNONYMS.get(p, [p])))
+
+
+_NAME_STOPWORDS = {"a", "an", "the", "of", "under", "on", "off"}
+
+
+def related_words(name: str) -> set:
+    """The words of ``name`` and of every synonym of every part it names ("grip" -> the handle's
+    names: handle, grip, grab, holder). Two names sharing a word may mean the same part."""
+    from ..text.prompts import clean_label
+
+    name = clean_label(name)
+    names = {name}
+    for part, synonyms in PART_SYNONYMS.items():
+        cleaned = {clean_label(s) for s in synonyms} | {clean_label(part)}
+        if name in cleaned:
+            names |= cleaned
+    return {w for n in names for w in n.split()} - _NAME_STOPWORDS
+
+
+def synonym_group(name: str) -> list:
+    """``name`` and the other names of the one part it names (for a prompt ensemble over
+    synonyms: "grip" -> grip, handle, grab handle, holder); just ``name`` when it names no part
+    or more than one ("lip": a spout's or a rim's)."""
+    from ..text.prompts import clean_label
+
+    cleaned = clean_label(name)
+    owners = [part for part, synonyms in PART_SYNONYMS.items()
+              if cleaned == clean_label(part) or cleaned in {clean_label(s) for s in synonyms}]
+    if len(owners) != 1:
+        return [name]
+    others = [s for s in PART_SYNONYMS[owners[0]] if clean_label(s) != cleaned]
+    return [name] + others

@@ -23,6 +23,7 @@ from ..text.encoders import lazy_text_encoder
 from . import labeling
 from .keypoints import FewShotKeypoints, cluster_keypoints, features_at
 from .preprocess import PreparedObject, checked_cloud, prepare_object, sample_indices, sample_indices_batch
+from .presence import PresenceModel, presence_features
 from .scene import SceneConfig, SceneSegmenter, UpPrior
 
 DEFAULT_MODEL_NAME = "default"
@@ -99,6 +100,20 @@ class InferenceConfig:
     keypoint_min_weight: float = 3.0
     max_keypoints: int = 8
     unknown_threshold: float = 0.5   # name-every-part mode: below this a point is "unknown"
+    # Competitors for every query: a point takes a query's label only where the query beats these
+    # names too (and the other queries), so one query cannot claim an object because nothing else
+    # was asked. Names sharing a word with a query's names are left out ("body" for "container");
+    # [] turns it off. No "top"/"surface": a lid or a cap is the top.
+    background: list = field(default_factory=lambda: ["body", "base", "side"])
+    # Object-level presence model (inference.presence: coefficients + operating threshold), from the
+    # model's registry entry; None: the part evidence gate above decides and the score is the
+    # part's mean point probability.
+    presence: dict | None = None
+    presence_threshold: float | None = None  # None: the presence model's own operating point
+    # A query that is one of a part's names is embedded as the mean over all that part's names
+    # ("grip" = handle, grip, grab handle, holder), as training drew them: one word's quirks in the
+    # text space do not decide (measured: "grip" alone put parts on boxes and tins).
+    synonym_ensemble: bool = True
     min_points: int = 32             # fewer valid points than this is an input error
     seed: int = 0
     scene: SceneConfig = field(default_factory=SceneConfig)
@@ -154,9 +169,12 @@ class ObjectResult:
     keypoints: list = field(default_factory=list)
     point_labels: np.ndarray | None = None  # per point of point_indices: index into queries, -1 none
     point_scores: np.ndarray | None = None  # per point: probability of its best query
+    presence: dict = field(default_factory=dict)  # query -> probability that the object has the part
+    presence_features: dict = field(default_factory=dict)  # query -> the statistics presence reads
 
     def to_dict(self) -> dict:
         return {"id": self.id, "point_indices": self.point_indices.tolist(), "centroid": _vec(self.centroid),
+                "presence": {q: round(float(p), 6) for q, p in self.presence.items()},
                 "parts": [p.to_dict() for p in self.parts], "keypoints": [k.to_dict() for k in self.keypoints]}
 
 
@@ -240,17 +258,22 @@ class _ScoredFrame:
     objects: list  # (object id, point indices, PreparedObject, patch features, centers, point probs)
     scene: object = None  # SceneSegmentation in scene mode
     nearest: dict = field(default_factory=dict)  # object id -> each point's nearest patch
+    patch_logits: dict = field(default_factory=dict)  # object id -> (G, names) patch logits
 
 
 class PartFinder:
     """A loaded model, its text encoder and the inference settings."""
 
-    def __init__(self, model: PatchAlignModel, embedder: PromptEmbedder, config: InferenceConfig | None = None):
+    def __init__(self, model: PatchAlignModel, embedder: PromptEmbedder, config: InferenceConfig | None = None,
+                 presence: dict | None = None):
+        """``presence``: the model's calibration (its registry entry's ``presence``); the
+        config's ``presence``, when set, replaces it."""
         check_dimensions(embedder.dim, model.config.text_dim, embedder.encoder.name)
         self.model = model
         self.embedder = embedder
         self.config = config or InferenceConfig()
         self.segmenter = SceneSegmenter(self.config.scene)
+        self.presence = PresenceModel.from_dict(self.config.presence or presence)
 
     @classmethod
     def load(cls, checkpoint=None, text_encoder: str | None = None, device: str = "cpu",
@@ -264,6 +287,12 @@ class PartFinder:
         entry = None
         if checkpoint is None:
             path = default_checkpoint()
+            try:  # the bundled default's registry entry brings its calibration
+                from ..registry import load_registry
+
+                entry = load_registry(registry).get(DEFAULT_MODEL_NAME)
+            except Exception:
+                entry = None
         else:
             path, entry = resolve(checkpoint, registry)
         model = PatchAlignModel.from_checkpoint(path, device=device, backend=backend, precision=precision,
@@ -272,7 +301,8 @@ class PartFinder:
         encoder = lazy_text_encoder(spec, model.config.text_dim, device=device)
         if config is None and entry is not None and entry.inference:
             config = InferenceConfig.from_dict(entry.inference)
-        return cls(model, PromptEmbedder(encoder, cache_dir=cache_dir), config)
+        return cls(model, PromptEmbedder(encoder, cache_dir=cache_dir), config,
+                   presence=entry.presence if entry is not None else None)
 
     # -- stages ---------------------------------------------------------------------------
     def _valid_points(self, points):
@@ -335,7 +365,7 @@ class PartFinder:
         return ((points @ prepared.rotation.T) - prepared.center @ prepared.rotation.T) / prepared.scale
 
     def _object_probs(self, xyz, idx, prepared, feats, centers, patch_index, text):
-        """(point probabilities (M, Q), each point's nearest patch)."""
+        """(point probabilities (M, Q), each point's nearest patch, patch logits (G, Q))."""
         logits = labeling.patch_logits(feats, text, self.model.logit_scale, self.model.config.logit_bias)
         probs_patch = labeling.sigmoid(logits)
         pts_model = self.to_model_frame(prepared, xyz[idx])
@@ -343,14 +373,35 @@ class PartFinder:
         if self.config.label_mode == "membership":
             # sample_index addresses the object's points; patch_index addresses the samples.
             return labeling.point_patch_values(pts_model, centers, probs_patch, "membership",
-                                               prepared.sample_index, patch_index), nearest
-        return labeling.point_patch_values(pts_model, centers, probs_patch, "nearest", nearest=nearest), nearest
+                                               prepared.sample_index, patch_index), nearest, logits
+        return labeling.point_patch_values(pts_model, centers, probs_patch, "nearest", nearest=nearest), nearest, logits
+
+    def competitors(self, queries: list) -> list:
+        """The background names that compete with ``queries`` (none that may mean a query's part)."""
+        from ..data.shapes import related_words
+        from ..text.prompts import clean_label
+
+        asked = set().union(*(related_words(q) for q in queries))
+        taken = {clean_label(q) for q in queries}
+        return [b for b in self.config.background if clean_label(b) not in taken and not (related_words(b) & asked)]
 
     # -- public API -----------------------------------------------------------------------
     def embed_queries(self, queries: list[str], category: str | None = None) -> np.ndarray:
-        """Prompt-ensembled text embeddings; with the object's category the official
-        "a {part} of a {object}" ensemble is used."""
-        return self.embedder.embed(queries, category)
+        """Prompt-ensembled text embeddings (over the part's synonyms too, with
+        ``synonym_ensemble``); with the object's category the official "a {part} of a {object}"
+        ensemble is used."""
+        if not self.config.synonym_ensemble:
+            return self.embedder.embed(queries, category)
+        from ..data.shapes import synonym_group
+
+        groups = [synonym_group(q) for q in queries]
+        flat = self.embedder.embed([n for g in groups for n in g], category)
+        out, i = [], 0
+        for g in groups:
+            mean = flat[i:i + len(g)].mean(axis=0)
+            out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+            i += len(g)
+        return np.stack(out).astype(np.float32)
 
     def _score_objects(self, points, names: list, scene: bool, up, frame, sensor_origin, category=None
                        ) -> "_ScoredFrame":
@@ -373,11 +424,12 @@ class PartFinder:
         timer.lap("preprocess")
         feats, centers, patch_index = self.encode_prepared(prepared) or (None, None, None)
         timer.lap("encoder")
-        scored, nearest = [], {}
+        scored, nearest, patch_logits = [], {}, {}
         for i, (idx, prep) in enumerate(zip(objects, prepared)):
-            probs, nearest[i] = self._object_probs(xyz, idx, prep, feats[i], centers[i], patch_index[i], text)
+            probs, nearest[i], patch_logits[i] = self._object_probs(xyz, idx, prep, feats[i], centers[i],
+                                                                    patch_index[i], text)
             scored.append((i, idx, prep, feats[i], centers[i], probs))
-        return _ScoredFrame(timer, xyz, shape, valid, up, scored, seg, nearest)
+        return _ScoredFrame(timer, xyz, shape, valid, up, scored, seg, nearest, patch_logits)
 
     @staticmethod
     def _result(frame: "_ScoredFrame", queries, objects, given_up: bool) -> SegmentationResult:
@@ -401,12 +453,13 @@ class PartFinder:
         ``up_prior``), and object mode does not gravity-align."""
         queries = validate_queries(queries)
         threshold = self.config.score_threshold if min_score is None else float(min_score)
-        scored = self._score_objects(points, queries, scene, up, frame, sensor_origin, category)
+        names = queries + self.competitors(queries)
+        scored = self._score_objects(points, names, scene, up, frame, sensor_origin, category)
         xyz, aligned_up = scored.xyz, scored.up
         results = []
         for obj_id, idx, prep, feats, centers, probs in scored.objects:
             obj = self._build_object(obj_id, xyz, idx, probs, queries, threshold, aligned_up, keypoints,
-                                     scored.nearest[obj_id], centers)
+                                     scored.nearest[obj_id], centers, scored.patch_logits[obj_id])
             if few_shot is not None:
                 obj.keypoints += self._few_shot_keypoints(few_shot, xyz, idx, prep, feats, centers, obj_id,
                                                           aligned_up)
@@ -450,24 +503,33 @@ class PartFinder:
         return Part(label, score, indices.astype(np.int64), centroid, center, quat, size, approach)
 
     def _build_object(self, obj_id, xyz, idx, probs, queries, threshold, up, keypoints, nearest,
-                      centers) -> ObjectResult:
+                      centers, patch_logits) -> ObjectResult:
+        """``probs`` / ``patch_logits`` hold the queries' columns first, then the competitors'."""
         pts = xyz[idx]
         labels = labeling.assign_labels(probs, threshold)
-        obj = ObjectResult(obj_id, idx, pts.mean(axis=0), point_labels=labels, point_scores=probs.max(axis=1))
+        labels[labels >= len(queries)] = -1  # a competitor won: background
+        q_probs = probs[:, :len(queries)]
+        obj = ObjectResult(obj_id, idx, pts.mean(axis=0), point_labels=labels, point_scores=q_probs.max(axis=1))
         diag = float(np.linalg.norm(np.ptp(pts, axis=0)))
         cfg = self.config
         for q, name in enumerate(queries):
             members = labels == q
+            presence = None
+            obj.presence_features[name] = features = presence_features(patch_logits, q)  # at the 0.5 it was fitted at
+            if self.presence is not None:
+                presence = self.presence.probability(features)
             if members.any():
                 members = labeling.main_components(members, nearest, centers)
                 share = members.mean()
-                if not (members.any() and cfg.min_part_fraction <= share <= cfg.max_part_fraction
-                        and probs[members, q].mean() >= cfg.part_min_mean_score):
+                evident = (probs[members, q].mean() >= cfg.part_min_mean_score if presence is None
+                           else presence >= (cfg.presence_threshold or self.presence.threshold_for(name)))
+                if not (members.any() and cfg.min_part_fraction <= share <= cfg.max_part_fraction and evident):
                     members[:] = False  # not enough evidence for this part on this object
                 labels[(labels == q) & ~members] = -1
+            score = presence if presence is not None else float(probs[members, q].mean()) if members.any() else 0.0
+            obj.presence[name] = score
             if members.sum() >= self.config.min_part_points:
-                obj.parts.append(self._make_part(name, float(probs[members, q].mean()), idx[members],
-                                                 pts[members], obj.centroid, up))
+                obj.parts.append(self._make_part(name, score, idx[members], pts[members], obj.centroid, up))
             if keypoints:
                 obj.keypoints += self._keypoints_from_weights(name, pts, np.where(members, probs[:, q], 0.0),
                                                               self.config.keypoint_threshold, diag, obj_id, obj.centroid, up)

@@ -22,6 +22,11 @@ class TrainConfig:
     real_meshes: str | None = None     # a directory of YCB meshes (data.real_meshes rules) to render
     real_views: int = 0                # robot-camera views per real mesh
     data_seed: int = 1
+    real_clutter: str | None = None    # a data root (../shared/data layout): tune-split real objects as samples
+    real_clutter_views: int = 10       # random-yaw copies per real object
+    # absent parts: queries per sample for parts the object lacks, all-negative targets (0: in-shape only)
+    negatives_per_shape: int = 0
+    negative_weight: float = 1.0       # loss weight of those terms
     # optimisation
     stage: int = 2
     steps: int = 2000

@@ -15,8 +15,12 @@ sphere-normalised shape) at thresholds 0.01 ... 0.10.
 Two ways to score a split: ``model`` (the network's argmax over the category's part names, as
 the paper scores) and ``deployed`` (``PartFinder.find_parts`` in object mode with the true up:
 the sampling, gravity alignment, thresholds and part evidence gate users run; a part it does
-not report scores 0). With ``real_data`` the report adds object-mode part IoU on real
-development data (``evaluation.real_parts``), through the same PartFinder.
+not report scores 0). The deployed path also counts object-level presence for the names users
+ask most (``training.negatives.COMMON_QUERIES``): a shape that has the part and reports it is a
+true positive; two of those names the shape lacks are asked on their own, and a part reported
+then is a false positive (precision / recall per name, false part points). With ``real_data``
+the report adds object-mode part IoU on real development data (``evaluation.real_parts``),
+through the same PartFinder.
 """
 from __future__ import annotations
 
@@ -162,17 +166,41 @@ def evaluate_model(model: PatchAlignModel, embedder: PromptEmbedder, samples: li
     return scores, predictions
 
 
-def evaluate_deployed(finder, samples: list, progress: bool = True) -> list:
+def evaluate_deployed(finder, samples: list, progress: bool = True, seed: int = 0) -> tuple[list, dict]:
     """Shape IoU of ``PartFinder.find_parts(points, part names, up=+z)`` per sample (points no
-    part claims count against every part)."""
+    part claims count against every part), and presence counts {name: {tp, fn, fp, tn,
+    false_part_points}} for the common query names (see the module docstring)."""
     from tqdm import tqdm
 
+    from ..data.shapes import related_words
+    from ..training.negatives import COMMON_QUERIES, absent_candidates
+
+    rng = np.random.default_rng(seed)
     ious = []
+    counts = {q: {"tp": 0, "fn": 0, "fp": 0, "tn": 0, "false_part_points": 0} for q in COMMON_QUERIES}
     for s in tqdm(samples, desc="deployed path", disable=not progress, unit="shape"):
-        result = finder.find_parts(s.points.astype(np.float64), list(s.part_names), scene=False,
-                                   up=(0.0, 0.0, 1.0), keypoints=False)
+        pts = s.points.astype(np.float64)
+        result = finder.find_parts(pts, list(s.part_names), scene=False, up=(0.0, 0.0, 1.0), keypoints=False)
         ious.append(shape_iou(result.point_label_array(), s.labels.astype(np.int64))[0])
-    return ious
+        reported = {p.label for p in result.objects[0].parts}
+        visible = {s.part_names[i] for i in np.unique(s.labels)}
+        for q in COMMON_QUERIES:
+            owned = [p for p in visible if related_words(p) & related_words(q)]
+            if owned:
+                counts[q]["tp" if any(p in reported for p in owned) else "fn"] += 1
+        lacking = absent_candidates(s.part_names, COMMON_QUERIES)
+        probes = list(rng.choice(lacking, min(2, len(lacking)), replace=False)) if lacking else []
+        if probes:
+            asked = finder.find_parts(pts, [str(q) for q in probes], scene=False, up=(0.0, 0.0, 1.0), keypoints=False)
+            labels = asked.point_label_array()
+            for k, q in enumerate(probes):
+                hit = any(p.label == q for p in asked.objects[0].parts)
+                counts[str(q)]["fp" if hit else "tn"] += 1
+                counts[str(q)]["false_part_points"] += int((labels == k).sum())
+    for c in counts.values():
+        c["precision"] = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else None
+        c["recall"] = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else None
+    return ious, counts
 
 
 def summarize(scores: list) -> dict:
@@ -233,9 +261,12 @@ def run_evaluation(checkpoint, out_dir, splits=("seen-full", "seen-depth", "unse
                    inference_config=None, deployed: bool = True) -> dict:
     from ..inference.pipeline import PartFinder
 
-    model = PatchAlignModel.from_checkpoint(checkpoint)
-    embedder = PromptEmbedder(load_text_encoder(text_encoder or model.config.text_encoder))
-    finder = PartFinder(model, embedder, inference_config) if deployed or real_data else None
+    # through PartFinder.load: a registry name (or None, the bundled default) brings the model's
+    # presence calibration, as users get it
+    finder = PartFinder.load(checkpoint, text_encoder=text_encoder, config=inference_config, cache_dir=None)
+    model, embedder = finder.model, finder.embedder
+    if not (deployed or real_data):
+        finder = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(checkpoint), "shapes_per_category": shapes_per_category, "splits": {}}
@@ -245,7 +276,9 @@ def run_evaluation(checkpoint, out_dir, splits=("seen-full", "seen-depth", "unse
         scores, preds = evaluate_model(model, embedder, samples, progress=progress)
         summary = summarize(scores)
         if finder is not None and deployed:
-            summary["deployed_mIoU"] = float(np.nanmean(evaluate_deployed(finder, samples, progress))) * 100
+            ious, presence = evaluate_deployed(finder, samples, progress)
+            summary["deployed_mIoU"] = float(np.nanmean(ious)) * 100
+            summary["deployed_presence"] = presence
         summary["seconds"] = time.time() - t0
         summary["examples_png"] = str(save_examples(out_dir / f"examples_{split}.png", samples, preds))
         report["splits"][split] = summary
@@ -265,6 +298,14 @@ def format_table(report: dict) -> str:
         lines.append(f"{split:12s} {s['shapes']:6d} {s['mIoU']:6.1f} {s.get('deployed_mIoU', float('nan')):8.1f} "
                      f"{s['cIoU']:6.1f} {s['boundary_mIoU']:6.1f} "
                      f"{kp.get('0.05', float('nan')):9.1f} {kp.get('0.1', float('nan')):9.1f}")
+    def share(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    for split, s in report["splits"].items():
+        if "deployed_presence" in s:
+            lines.append(f"{split}: part present, deployed path (precision / recall / false points): " + ", ".join(
+                f"{q} {share(c['precision'])}/{share(c['recall'])}/{c['false_part_points']}"
+                for q, c in s["deployed_presence"].items() if c["tp"] + c["fp"] + c["fn"]))
     if "real" in report:
         from ..evaluation.real_parts import format_summary
 

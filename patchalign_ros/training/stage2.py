@@ -1,9 +1,11 @@
 """Stage 2: align patch features with part-name text embeddings.
 
 Per (patch, part) the target is the fraction of the patch's k points inside that part
-(multi-label). Loss: BCE with logits on ``scale * cos + bias``, positive weight max(1, K-1),
-negatives only from the parts of the same shape (cross-shape negatives hurt in the paper).
-Part names are drawn from their synonyms each time, through the prompt ensemble.
+(multi-label). Loss: BCE with logits on ``scale * cos + bias``, positive weight max(1, K-1).
+Negatives: the other parts of the same shape and, with ``negatives_per_shape``, parts the
+object does not have at all (``training.negatives``: all-zero targets on every patch, weighted
+by ``negative_weight``), so that a query learns absence as well as position. Part names are
+drawn from their synonyms each time, through the prompt ensemble.
 """
 from __future__ import annotations
 
@@ -54,6 +56,15 @@ def ensure_dataset(cfg: TrainConfig, n_points: int) -> ShardDataset:
                                    clutter_fraction=cfg.clutter_fraction, sensor_fraction=cfg.sensor_fraction,
                                    real_meshes=real, real_views=cfg.real_views)
         write_shards(samples, root)
+    if cfg.real_clutter and not (root / "index_shard_clutter.json").exists():
+        from ..data.real_clutter import clutter_samples, ycb_negative_samples
+
+        real = clutter_samples(cfg.real_clutter, n_points, cfg.real_clutter_views, seed=cfg.data_seed)
+        if not real:
+            raise FileNotFoundError(f"real_clutter: no labelled tune-split captures under {cfg.real_clutter}")
+        if cfg.real_meshes:  # handle-less scanned objects (fruit, cans, boxes, balls, cups)
+            real += ycb_negative_samples(cfg.real_meshes, n_points, cfg.real_clutter_views, seed=cfg.data_seed)
+        write_shards(real, root, prefix="shard_clutter")
     return ShardDataset(root)
 
 
@@ -92,12 +103,16 @@ def fractional_targets(labels: torch.Tensor, patch_index: torch.Tensor, num_part
     return gathered.reshape(b, g, k, num_parts).mean(dim=2)
 
 
-def alignment_loss(features, text, mask, targets, scale, bias):
-    """features (B,G,D), text (B,P,D), mask (B,P) bool, targets (B,G,P)."""
+def alignment_loss(features, text, mask, targets, scale, bias, absent=None, negative_weight: float = 1.0):
+    """features (B,G,D), text (B,P,D), mask (B,P) bool, targets (B,G,P); ``absent`` (B,P) bool
+    marks query slots of parts the object lacks (targets 0 there; they do not count in K)."""
     logits = scale * torch.einsum("bgd,bpd->bgp", features, text) + bias
-    k = mask.sum(dim=1).clamp(min=1).float()
+    present = mask if absent is None else mask & ~absent
+    k = present.sum(dim=1).clamp(min=1).float()
     pos_weight = torch.clamp(k - 1, min=1.0)[:, None, None]
     loss = -(pos_weight * targets * F.logsigmoid(logits) + (1 - targets) * F.logsigmoid(-logits))
+    if absent is not None and negative_weight != 1.0:
+        loss = loss * torch.where(absent, negative_weight, 1.0)[:, None, :]
     valid = mask[:, None, :].expand_as(loss)
     return loss[valid].mean(), logits
 
@@ -136,8 +151,12 @@ def train_stage2(cfg: TrainConfig, progress: bool = True) -> Path:
     embedder = PromptEmbedder(load_text_encoder(mcfg.text_encoder))
     if embedder.dim != mcfg.text_dim:
         raise ValueError(f"text encoder gives {embedder.dim}-d, model projects to {mcfg.text_dim}-d")
-    parts = sorted({p for names in dataset.part_names for p in names})
+    parts = sorted({p for names in dataset.part_names for p in names}
+                   | {a for names in dataset.absent if names for a in names})
     table = SynonymTable(embedder, parts)
+    from .negatives import AbsentPartSampler
+
+    negatives = AbsentPartSampler(parts, cfg.negatives_per_shape)
     text_table = table.embeddings.to(device)
 
     bias = torch.nn.Parameter(torch.tensor(float(mcfg.logit_bias), device=device))
@@ -173,12 +192,18 @@ def train_stage2(cfg: TrainConfig, progress: bool = True) -> Path:
         pts = normalize_batch(dataset.points[idx].astype(np.float64), rng, cfg.scale_jitter, cfg.point_jitter)
         labels = torch.from_numpy(dataset.labels[idx].astype(np.int64))
         max_parts = max(len(dataset.part_names[i]) for i in idx)
-        text_idx = torch.zeros(len(idx), max_parts, dtype=torch.long)
-        mask = torch.zeros(len(idx), max_parts, dtype=torch.bool)
+        drawn = [negatives.draw(dataset.part_names[i], rng, dataset.absent[i]) for i in idx]
+        slots = max_parts + max((len(d) for d in drawn), default=0)
+        text_idx = torch.zeros(len(idx), slots, dtype=torch.long)
+        mask = torch.zeros(len(idx), slots, dtype=torch.bool)
+        absent = torch.zeros(len(idx), slots, dtype=torch.bool)
         for row, i in enumerate(idx):
             for j, part in enumerate(dataset.part_names[i]):
                 text_idx[row, j] = table.draw(part, rng)
                 mask[row, j] = True
+            for j, part in enumerate(drawn[row]):  # absent parts after the shape's own slots
+                text_idx[row, max_parts + j] = table.draw(part, rng)
+                mask[row, max_parts + j] = absent[row, max_parts + j] = True
         for group, lr in zip(opt.param_groups, base_lrs):  # warmup then cosine decay
             warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
             group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
@@ -186,18 +211,23 @@ def train_stage2(cfg: TrainConfig, progress: bool = True) -> Path:
         points = torch.from_numpy(pts).to(device)
         features, _, patch_index = net(points)
         targets = fractional_targets(labels.to(device), patch_index, max_parts)
+        targets = F.pad(targets, (0, slots - max_parts))  # absent parts: 0 on every patch
         loss, logits = alignment_loss(features, text_table[text_idx.to(device)], mask.to(device), targets,
-                                      net.temp(), bias)
+                                      net.temp(), bias, absent.to(device), cfg.negative_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         step += 1
         with torch.no_grad():  # patch accuracy: argmax over the shape's parts vs majority part
-            pred = logits.masked_fill(~mask.to(device)[:, None, :], -1e9).argmax(-1)
+            own = (mask & ~absent).to(device)
+            pred = logits.masked_fill(~own[:, None, :], -1e9).argmax(-1)
             acc = float((pred == targets.argmax(-1)).float().mean())
-        history.append({"step": step, "loss": float(loss), "patch_acc": acc, "scale": float(net.temp().detach()),
-                        "bias": float(bias), "time_s": time.time() - t0})
+            absent_fp = float((logits > 0)[absent.to(device)[:, None, :].expand_as(logits)].float().mean()) \
+                if absent.any() else 0.0
+        history.append({"step": step, "loss": float(loss), "patch_acc": acc, "absent_patch_fp": absent_fp,
+                        "scale": float(net.temp().detach()),
+                        "bias": float(bias.detach()), "time_s": time.time() - t0})
         bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{acc:.2f}")
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
