@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import mask_iou
-from .real_captures import QUERY_ATTRIBUTE, Capture, load_captures, object_points, table_up
+from .real_captures import QUERY_ATTRIBUTE, Capture, load_captures, table_up
 
 QUERIES = ["handle", "grip", "cap", "lid"]
 MIN_QUERY_POSITIVES = 5  # a query's own operating point needs this many tune objects with the part

@@ -177,9 +177,3 @@ def table_up(capture: Capture) -> np.ndarray | None:
     centred = table - table.mean(axis=0)
     normal = np.linalg.svd(centred, full_matrices=False)[2][2]
     return -normal if normal @ (-table.mean(axis=0)) < 0 else normal
-
-
-def object_points(capture: Capture, object_id: int) -> np.ndarray:
-    pts = capture.cloud.reshape(-1, 3)
-    sel = (capture.object_id == object_id) & np.isfinite(pts).all(axis=1)
-    return pts[sel]

@@ -37,7 +37,7 @@ from ..data.shapes import SEEN_CATEGORIES, UNSEEN_CATEGORIES, make_shape
 from ..inference import labeling
 from ..inference.keypoints import cluster_keypoints
 from ..model import PatchAlignModel
-from ..text import PromptEmbedder, load_text_encoder
+from ..text import PromptEmbedder
 
 SPLITS = {"seen-full": (SEEN_CATEGORIES, 0.0), "seen-depth": (SEEN_CATEGORIES, 1.0), "unseen": (UNSEEN_CATEGORIES, 0.5)}
 GEODESIC_THRESHOLDS = [round(0.01 * i, 2) for i in range(1, 11)]
