@@ -385,6 +385,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluation.presence import QUERIES as PRESENCE_QUERIES
+
     parser = argparse.ArgumentParser(prog="python -m patchalign_ros",
                                      description="Find object parts by name in point clouds (PatchAlign3D).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -497,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "realsense_6dof)")
     ep.add_argument("--models", default="default", help="comma-separated registry names or weights paths")
     ep.add_argument("--legacy", help="also run these models as release 2 shipped them (before/after)")
-    ep.add_argument("--queries", default="handle,grip,cap,lid")
+    ep.add_argument("--queries", default=",".join(PRESENCE_QUERIES))
     ep.add_argument("--splits", default="tune,held-out")
     ep.add_argument("--config", help="inference settings YAML")
     ep.add_argument("--out-dir", default="presence_output")
@@ -507,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tune split of the real captures (+ generated views)")
     cp.add_argument("--data-root", required=True)
     cp.add_argument("--checkpoint", help="registry name or weights path (default: the bundled model)")
-    cp.add_argument("--queries", default="handle,grip,cap,lid")
+    cp.add_argument("--queries", default=",".join(PRESENCE_QUERIES))
     cp.add_argument("--target-precision", type=float, default=0.9)
     cp.add_argument("--generated-per-category", type=int, default=2)
     cp.add_argument("--config", help="inference settings YAML")

@@ -52,18 +52,18 @@ def evaluate_capture(finder, capture: Capture, queries: list, object_mode: bool 
            "objects_found": len(result.objects), "up_source": result.up_source, "queries": {}}
     for qi, q in enumerate(queries):
         entries, false_objects = [], []
+        # (owning ground-truth object, score) of every reported part of this name
+        reported_parts = [(_majority(gt[p.point_indices])[0], p.score)
+                          for o, _ in pred_objects for p in o.parts if p.label == q]
         for k in sorted(capture.truth):
             truth = capture.truth_of(k, q)
             if truth is None:
                 continue
             on_k = [o for o, owner in pred_objects if owner == k]
             score = max([o.presence.get(q, 0.0) for o in on_k], default=0.0)
-            reported = False
-            for o, _ in pred_objects:
-                for p in o.parts:
-                    if p.label == q and _majority(gt[p.point_indices])[0] == k:
-                        reported = True
-                        score = max(score, p.score)
+            on_part = [part_score for owner, part_score in reported_parts if owner == k]
+            reported = bool(on_part)
+            score = max([score] + on_part)
             entries.append({"object": k, "truth": truth, "reported": reported, "score": round(float(score), 4)})
         if capture.all_objects_labelled:
             for o, _ in pred_objects:
@@ -191,12 +191,8 @@ def save_pr_png(summary: dict, path, title: str = "") -> None:
         p = np.concatenate([np.asarray(c.get("_scores", []), dtype=float) for c in summary[split].values()])
         y = np.concatenate([np.asarray(c.get("_truths", []), dtype=float) for c in summary[split].values()])
         if len(p):
-            edges = np.linspace(0, 1, 9)
-            which = np.clip(np.digitize(p, edges) - 1, 0, 7)
-            pts = [(p[which == b].mean(), y[which == b].mean(), int((which == b).sum())) for b in range(8)
-                   if (which == b).any()]
-            reliability.plot([q[0] for q in pts], [q[1] for q in pts], "-o", color=f"C{k}",
-                             label=f"{split} ({len(p)} objects x queries)")
+            xs, ys = _reliability_points(p, y)
+            reliability.plot(xs, ys, "-o", color=f"C{k}", label=f"{split} ({len(p)} objects x queries)")
     reliability.set_xlabel("presence probability (part score)")
     reliability.set_ylabel("share of objects that have the part")
     reliability.set_title("reliability (all queries pooled)", fontsize=9)
@@ -224,20 +220,25 @@ def save_pr_png(summary: dict, path, title: str = "") -> None:
     plt.close(fig)
 
 
-def run_presence_evaluation(finder, data_root, out_dir, queries=None, splits=("tune", "held-out"),
-                            object_mode: bool = True, progress: bool = True) -> dict:
+def _scene_rows(finder, captures: list, queries: list, object_mode: bool, progress: bool) -> list:
     from tqdm import tqdm
 
-    queries = list(queries or QUERIES)
-    captures = load_captures(data_root, splits)
-    if not captures:
-        raise FileNotFoundError(f"no labelled real captures under {data_root} (expects real_scans/mosd, "
-                                "real_scans/mosd_learn, real_scans/realsense_6dof)")
     rows = []
     for cap in tqdm(captures, desc="presence", disable=not progress, unit="capture"):
         row = evaluate_capture(finder, cap, queries, object_mode)
         row.pop("_result")
         rows.append(row)
+    return rows
+
+
+def run_presence_evaluation(finder, data_root, out_dir, queries=None, splits=("tune", "held-out"),
+                            object_mode: bool = True, progress: bool = True) -> dict:
+    queries = list(queries or QUERIES)
+    captures = load_captures(data_root, splits)
+    if not captures:
+        raise FileNotFoundError(f"no labelled real captures under {data_root} (expects real_scans/mosd, "
+                                "real_scans/mosd_learn, real_scans/realsense_6dof)")
+    rows = _scene_rows(finder, captures, queries, object_mode, progress)
     summary = summarize(rows, queries)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,9 +263,9 @@ def collect_features(finder, captures: list, queries: list, progress: bool = Tru
         result = finder.find_parts(cap.cloud, queries, scene=True, keypoints=False)
         for o in result.objects:
             owner, share = _majority(cap.object_id[o.point_indices])
+            if share < 0.5:
+                continue
             for q in queries:
-                if share < 0.5:
-                    continue
                 truth = False if (owner in (0, 1) and cap.all_objects_labelled) else cap.truth_of(owner, q)
                 if truth is None or q not in o.presence_features:
                     continue
@@ -351,13 +352,8 @@ def calibrate(finder, data_root, out_path, queries=None, target_precision: float
     samples += generated_features(finder, queries, generated_per_category, progress=progress)
     model = fit_presence(samples, note=f"fitted on {len(samples)} (object, query) pairs: the tune split of the real "
                                        f"development captures ({len(tune)}) on the scene path + generated views")
-    finder.presence = model
-    rows = []
-    for cap in tune:
-        row = evaluate_capture(finder, cap, queries, object_mode=False)
-        row.pop("_result")
-        rows.append(row)
-    summary = summarize(rows, queries)
+    finder.presence = model  # the scene path again: which parts the new model reports
+    summary = summarize(_scene_rows(finder, tune, queries, object_mode=False, progress=False), queries)
     threshold, at = choose_threshold(summary["tune"], target_precision)
     model.threshold = threshold
     model.note += f"; threshold {threshold:.3f}: pooled tune precision {at['precision']}, recall {at['recall']:.2f}"
@@ -381,6 +377,13 @@ def calibrate(finder, data_root, out_path, queries=None, target_precision: float
     return out
 
 
+def _reliability_points(p: np.ndarray, y: np.ndarray, bins: int = 8) -> tuple[list, list]:
+    """Mean predicted probability and observed share per non-empty probability bin."""
+    which = np.clip(np.digitize(p, np.linspace(0, 1, bins + 1)) - 1, 0, bins - 1)
+    chosen = [b for b in range(bins) if (which == b).any()]
+    return [float(p[which == b].mean()) for b in chosen], [float(y[which == b].mean()) for b in chosen]
+
+
 def reliability_png(samples: list, model, path, bins: int = 8) -> None:
     """Predicted presence against the observed share of objects with the part, per source."""
     import matplotlib
@@ -394,15 +397,7 @@ def reliability_png(samples: list, model, path, bins: int = 8) -> None:
         chosen = [s for s in samples if s[2] == source]
         p = np.array([model.probability(s[0]) for s in chosen])
         y = np.array([s[1] for s in chosen], dtype=float)
-        edges = np.linspace(0, 1, bins + 1)
-        which = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
-        xs, ys, ns = [], [], []
-        for b in range(bins):
-            sel = which == b
-            if sel.any():
-                xs.append(p[sel].mean())
-                ys.append(y[sel].mean())
-                ns.append(int(sel.sum()))
+        xs, ys = _reliability_points(p, y, bins)
         ax.plot(xs, ys, "-o", color=f"C{k}", label=f"{source} ({len(chosen)})")
     ax.axvline(model.threshold, color="C3", lw=0.8, label=f"threshold {model.threshold:.2f}")
     ax.set_xlabel("presence probability")
