@@ -162,6 +162,73 @@ def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box")
     return DepthCapture(cam.astype(np.float32), obj, part, part_names, pose)
 
 
+@dataclass
+class LidarSweep:
+    points: np.ndarray        # (N, 3) in the sensor's frame (REP 103: x forward, z up), returns only
+    object_ids: np.ndarray    # (N,) object index on the table, -1 table top, -2 room (floor, walls, ...)
+    part_labels: np.ndarray   # (N,) "object:part" index into part_names, -1 none
+    part_names: list
+
+
+def lidar_sweep(rng: np.random.Generator, categories=("mug", "bottle", "box"), beams: int = 64,
+                azimuth_steps: int = 2048, fov_deg=(-30.0, 10.0), sensor_height: float = 1.0,
+                table_distance: float = 0.9, noise: float = 0.003) -> LidarSweep:
+    """A 360-degree spinning LiDAR in a 6 x 5 m room: floor, four walls, a 0.75 m table in front
+    of the sensor (along +x) with objects on it, a cabinet by a wall. The cloud is in the
+    sensor's own frame, z up, as a Velodyne or Ouster driver publishes it."""
+    from .shapes import make_shape
+
+    o3d = _o3d()
+    scene = o3d.t.geometry.RaycastingScene()
+    ids = {}
+
+    def add(mesh, obj, part=-1):
+        ids[scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))] = (obj, part)
+
+    floor_z = -sensor_height
+    room = [((6.0, 5.0, 0.05), (-2.5, -2.5, floor_z - 0.05)), ((6.0, 0.05, 2.6), (-2.5, -2.55, floor_z)),
+            ((6.0, 0.05, 2.6), (-2.5, 2.5, floor_z)), ((0.05, 5.0, 2.6), (-2.55, -2.5, floor_z)),
+            ((0.05, 5.0, 2.6), (3.5, -2.5, floor_z)), ((0.5, 0.9, 0.9), (-2.5, 1.0, floor_z))]
+    for size, corner in room:
+        m = o3d.geometry.TriangleMesh.create_box(*size)
+        add(m.translate(corner), -2)
+    top_z = floor_z + 0.75
+    top = o3d.geometry.TriangleMesh.create_box(0.8, 1.2, 0.03).translate((table_distance - 0.4, -0.6, top_z - 0.03))
+    add(top, -1)
+    for lx in (table_distance - 0.35, table_distance + 0.3):
+        for ly in (-0.55, 0.5):
+            add(o3d.geometry.TriangleMesh.create_box(0.05, 0.05, 0.72).translate((lx, ly, floor_z)), -2)
+    part_names = []
+    for i, cat in enumerate(categories):
+        shape = make_shape(cat, rng)
+        offset = np.array([table_distance + rng.uniform(-0.1, 0.1), (i - (len(categories) - 1) / 2) * 0.3, top_z])
+        rotation = o3d.geometry.TriangleMesh().get_rotation_matrix_from_xyz((0, 0, rng.uniform(0, 2 * np.pi)))
+        for name, mesh in shape.parts:
+            m = o3d.geometry.TriangleMesh(mesh)
+            m.rotate(rotation, center=(0, 0, 0))
+            m.translate(offset)
+            key = f"{cat}:{name}"
+            if key not in part_names:
+                part_names.append(key)
+            add(m, i, part_names.index(key))
+    elevation = np.radians(np.linspace(fov_deg[0], fov_deg[1], beams))
+    azimuth = np.linspace(-np.pi, np.pi, azimuth_steps, endpoint=False)
+    el, az = np.meshgrid(elevation, azimuth, indexing="ij")
+    dirs = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
+    rays = np.concatenate([np.zeros_like(dirs), dirs], axis=1).astype(np.float32)
+    hit = scene.cast_rays(o3d.core.Tensor(rays))
+    t, geom = hit["t_hit"].numpy(), hit["geometry_ids"].numpy()
+    ok = np.isfinite(t)
+    t = t[ok] + rng.normal(0, noise, int(ok.sum()))  # range noise, as LiDARs have
+    points = dirs[ok] * t[:, None]
+    obj = np.full(len(points), -2)
+    part = np.full(len(points), -1)
+    for gid, (o, p) in ids.items():
+        m = geom[ok] == gid
+        obj[m], part[m] = o, p
+    return LidarSweep(points, obj, part, part_names)
+
+
 def write_pcd(path, points: np.ndarray, binary_compressed: bool = True) -> None:
     """Write an organized (H, W, 3) or (N, 3) cloud as PCD, NaN kept (open3d's writer)."""
     o3d = _o3d()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..depth_image import CameraIntrinsics, deproject
+
 QUERY_ATTRIBUTE = {"handle": "handle", "grip": "handle", "cap": "closure", "lid": "closure"}
 
 T, F, U = True, False, None
@@ -113,17 +115,10 @@ def _mosd_capture(path: Path, source: str, split: str) -> Capture | None:
     return Capture(name, source, split, xyz.reshape(shape[0], shape[1], 3), obj, truth, colors, masks)
 
 
-def _depth_to_cloud(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
-    h, w = depth.shape
-    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    z = depth.astype(np.float64)
-    return np.stack([(u - k[0, 2]) * z / k[0, 0], (v - k[1, 2]) * z / k[1, 1], z], axis=-1)
-
-
 def _realsense_capture(path: Path) -> Capture:
     data = np.load(path, allow_pickle=True, encoding="latin1").item()  # the dataset's own format
     depth, k = np.asarray(data["depth"], dtype=np.float64), np.asarray(data["intrinsics_matrix"], dtype=np.float64)
-    cloud = _depth_to_cloud(depth, k)
+    cloud = deproject(depth, CameraIntrinsics.from_k(k))
     h, w = depth.shape
     pc = np.asarray(data["smoothed_object_pc"], dtype=np.float64)
     u = np.round(pc[:, 0] * k[0, 0] / pc[:, 2] + k[0, 2]).astype(int)

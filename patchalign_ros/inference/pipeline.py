@@ -310,8 +310,9 @@ class PartFinder:
 
     @staticmethod
     def up_prior(up=None, frame: str | None = "auto", organized: bool = False, points=None) -> UpPrior | None:
-        """The prior for "up": an explicit vector (hard), else the frame convention (soft):
-        ``optical`` (REP 105 camera frames, up about -y), ``body`` (REP 103, +z), a ROS frame id
+        """The prior for "up": an explicit vector (hard), else the frame convention:
+        ``optical`` (REP 105 camera frames, up about -y, soft), ``body`` (REP 103, +z, as firm as a
+        given vector: ``body_up_tolerance_deg``), a ROS frame id
         (``*_optical_frame`` -> optical, any other -> body), ``auto`` or None. ``auto``:
         organized clouds come from cameras -> optical; an unorganized cloud whose points all lie
         in front of the origin along +z (a camera's view cone, not a LiDAR's surround) -> optical

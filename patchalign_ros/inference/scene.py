@@ -1,16 +1,20 @@
 """Scene mode: from a real camera/LiDAR cloud to one point set per object.
 
-1. **Up.** A prior for "up" in the cloud's frame: given by the caller (a gravity vector or tf),
-   or the frame convention (REP 103 body frames: +z; REP 105 ``*_optical_frame``: about -y,
-   pitch unknown). Explicit priors are hard (the plane must agree within
-   ``gravity_tolerance_deg``); convention priors are soft (within ``up_tolerance_deg``; no
-   agreeing plane -> the largest plane, said so).
+1. **Up.** A prior for "up" in the cloud's frame: given by the caller (a gravity vector or tf;
+   the plane must agree within ``gravity_tolerance_deg``), a REP 103 body frame's +z
+   (``base_link``, ``velodyne``, ...: gravity-aligned by definition, so as firm, within
+   ``body_up_tolerance_deg``), or a REP 105 ``*_optical_frame``'s -y (pitch unknown: soft,
+   within ``up_tolerance_deg`` of the side the sensor sees; no agreeing plane -> the largest
+   plane, said so).
 2. **Support plane.** RANSAC over a random sample of the *real* points (voxel counts would
    favour far, sparse backgrounds), hypotheses restricted to the prior (for a convention prior
    on the side the sensor sees, so walls facing the camera never pass), refined by least
-   squares. Objects are the points above it within a height band and over its footprint
-   (the convex hull of its inliers, as in PCL's polygonal prism). No plane -> said in the
-   result and the prior is used as up; nothing is removed.
+   squares. With a firm up, several level planes may qualify (a LiDAR's sweep holds the floor,
+   a table, shelves): the support is the highest one that is a surface (one connected piece at
+   least ``min_support_side`` across both ways: not a box's top) with something standing on
+   it (not a ceiling). Objects are the points above it within a height band and over its
+   footprint (the convex hull of its inliers, as in PCL's polygonal prism). No plane -> said
+   in the result and the prior is used as up; nothing is removed.
 3. **Objects that touch.** Voxel normals (1 cm); neighbour pairs whose normals meet at a
    concave angle (LCCP's convexity criterion, Stein et al. 2014) are cut, and voxels with many
    such pairs (creases between touching or stacked objects) are held out of the connected
@@ -48,6 +52,10 @@ class SceneConfig:
     up_tolerance_deg: float = 80.0      # largest angle between a frame-convention prior and the plane
                                         # normal (robot cameras look down 20-70 deg: the table is that far off -y)
     gravity_tolerance_deg: float = 20.0  # the same for a given gravity / up (tf, parameter, --up)
+    body_up_tolerance_deg: float = 15.0  # the same for a REP 103 body frame's +z (base_link, a LiDAR)
+    support_candidates: int = 4         # level planes considered with a firm up (floor, table, ...)
+    min_support_side: float = 0.25      # a support surface is one piece this wide both ways (m)
+    support_cell: float = 0.05          # grid cell for that connectivity (m; LiDAR rings are sparse)
     max_object_height: float = 0.6      # height band above the plane (m)
     hull_margin: float = 0.03           # objects may overhang the plane's footprint this much (m)
     normal_radius: float = 0.025        # voxel normal estimation radius (m)
@@ -86,6 +94,11 @@ class UpPrior:
     source: str          # "given" (gravity, tf, --up) | "convention:optical" | "convention:body"
     hard: bool           # hard: a plane must agree; soft: try without the prior if none does
 
+    def tolerance_deg(self, cfg: "SceneConfig") -> float:
+        if not self.hard:
+            return cfg.up_tolerance_deg
+        return cfg.body_up_tolerance_deg if self.source == "convention:body" else cfg.gravity_tolerance_deg
+
     @classmethod
     def from_vector(cls, up, source: str = "up", hard: bool = True) -> "UpPrior":
         v = np.asarray(up, dtype=np.float64).reshape(-1)
@@ -97,7 +110,8 @@ class UpPrior:
     def from_convention(cls, name: str) -> "UpPrior":
         if name not in FRAME_CONVENTIONS:
             raise ValueError(f"unknown frame convention {name!r}; choose from {sorted(FRAME_CONVENTIONS)}")
-        return cls(FRAME_CONVENTIONS[name].copy(), f"convention:{name}", hard=False)
+        # a body frame's z is gravity's (REP 103); an optical frame's -y is up only for a level camera
+        return cls(FRAME_CONVENTIONS[name].copy(), f"convention:{name}", hard=name == "body")
 
     @classmethod
     def from_frame_id(cls, frame_id: str) -> "UpPrior":
@@ -133,7 +147,8 @@ def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fit_support_plane(points: np.ndarray, cfg: SceneConfig, prior: np.ndarray | None, rng: np.random.Generator,
-                      sensor_origin=(0.0, 0.0, 0.0), facing: bool = False):
+                      sensor_origin=(0.0, 0.0, 0.0), facing: bool = False, tolerance: float | None = None,
+                      min_count: int | None = None):
     """RANSAC plane (a, b, c, d), normal oriented up (towards the prior, else the sensor), or None.
 
     Hypotheses whose normal is more than ``up_tolerance_deg`` from ``prior`` are discarded
@@ -151,7 +166,8 @@ def fit_support_plane(points: np.ndarray, cfg: SceneConfig, prior: np.ndarray | 
     norms = np.linalg.norm(normals, axis=1)
     ok = norms > 1e-9
     normals, trip = normals[ok] / norms[ok, None], trip[ok]
-    tolerance = cfg.up_tolerance_deg if facing else cfg.gravity_tolerance_deg
+    if tolerance is None:
+        tolerance = cfg.up_tolerance_deg if facing else cfg.gravity_tolerance_deg
     if prior is not None:
         cos_tol = np.cos(np.radians(tolerance))
         if facing:
@@ -171,7 +187,7 @@ def fit_support_plane(points: np.ndarray, cfg: SceneConfig, prior: np.ndarray | 
     normals, offsets = normals[top], offsets[top]
     counts = (np.abs(sample @ normals.T + offsets) < cfg.plane_distance).sum(axis=0)
     best = int(np.argmax(counts))
-    if counts[best] < max(cfg.plane_min_fraction * len(sample), 3):
+    if counts[best] < max(cfg.plane_min_fraction * len(sample) if min_count is None else min_count, 3):
         return None
     # Least-squares refinement on the inliers (twice: the refit may gain inliers).
     normal, offset = normals[best], offsets[best]
@@ -222,8 +238,11 @@ class SceneSegmenter:
         """(plane or None, up or None, up source, message)."""
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
-        plane = fit_support_plane(points, cfg, None if prior is None else prior.vector, rng, sensor_origin,
-                                  facing=prior is not None and not prior.hard)
+        if prior is not None and prior.hard:
+            plane = self._level_support(points, prior, rng, sensor_origin)
+        else:
+            plane = fit_support_plane(points, cfg, None if prior is None else prior.vector, rng, sensor_origin,
+                                      facing=prior is not None)
         if plane is not None:
             return plane, plane[:3].copy(), "plane", ""
         if prior is not None and not prior.hard:
@@ -235,10 +254,75 @@ class SceneSegmenter:
                     f"({angle_deg(plane[:3], prior.vector):.0f} deg off)")
         if prior is not None:
             return None, prior.vector.copy(), prior.source, (
-                f"no support plane found (within {cfg.up_tolerance_deg if not prior.hard else cfg.gravity_tolerance_deg:.0f}"
-                f" deg of the {prior.source} up); "
+                f"no support plane found (within {prior.tolerance_deg(cfg):.0f} deg of the {prior.source} up"
+                + ("; a pitched sensor's own body frame is not level: give gravity, or raise body_up_tolerance_deg"
+                   if prior.source == "convention:body" else "") + "); "
                 "objects are clustered without plane removal and aligned to the prior")
         return None, None, "none", "no support plane found and no up prior; objects are not gravity-aligned"
+
+    def _level_support(self, points: np.ndarray, prior: UpPrior, rng, sensor_origin):
+        """With a firm up: the highest of up to ``support_candidates`` level planes that is one
+        surface ``min_support_side`` wide both ways and has points standing on it; else the
+        largest level plane (None if there is none)."""
+        cfg = self.config
+        tolerance = prior.tolerance_deg(cfg)
+        sample = points[rng.integers(len(points), size=cfg.plane_sample)] if len(points) > cfg.plane_sample \
+            else points
+        min_count = max(cfg.plane_min_fraction * len(sample) * 0.2, 50)  # a table in a LiDAR sweep is small
+        rest, found = sample, []
+        for k in range(cfg.support_candidates):
+            # level planes are parallel: the others must agree with the first (the best estimate of level)
+            plane = fit_support_plane(rest, cfg, prior.vector if k == 0 else found[0][:3], rng, sensor_origin,
+                                      tolerance=tolerance if k == 0 else 5.0, min_count=None if k == 0 else min_count)
+            if plane is None:
+                break
+            found.append(plane)
+            rest = rest[np.abs(rest @ plane[:3] + plane[3]) > 2 * cfg.plane_distance]
+            if len(rest) < min_count:
+                break
+        if len(found) <= 1:
+            return found[0] if found else None
+        for plane in sorted(found, key=lambda pl: pl[3]):  # highest first: -d is the height along up
+            if self._is_support(sample, plane, len(points) / len(sample)):
+                return plane
+        return found[0]
+
+    def _is_support(self, sample: np.ndarray, plane: np.ndarray, points_per_sample: float) -> bool:
+        cfg = self.config
+        height = sample @ plane[:3] + plane[3]
+        basis = _plane_basis(plane[:3])
+        flat = sample[np.abs(height) < cfg.plane_distance] @ basis
+        piece = self._largest_piece(flat)
+        if piece is None:
+            return False
+        above = (height > cfg.plane_distance) & (height < cfg.max_object_height)
+        inside = inside_hull(flat[piece], sample[above] @ basis)
+        standing = int(inside.sum()) if inside is not None else 0
+        return standing * points_per_sample >= cfg.min_object_points  # the sample stands for the cloud
+
+    def _largest_piece(self, flat: np.ndarray) -> np.ndarray | None:
+        """Which of a plane's inliers (2D, in the plane) form its largest connected piece on a
+        ``support_cell`` grid, or None when that piece is under ``min_support_side`` across
+        either way. A level plane's inliers also hold the bands where it cuts walls and
+        furniture: the piece is the surface itself."""
+        from scipy.ndimage import label as label_cells
+
+        cfg = self.config
+        if len(flat) < 3:
+            return None
+        cells = np.floor((flat - flat.min(axis=0)) / cfg.support_cell).astype(np.int64)
+        shape = cells.max(axis=0) + 1
+        if shape.min() * cfg.support_cell < cfg.min_support_side:
+            return None
+        grid = np.zeros(tuple(shape), dtype=bool)
+        grid[cells[:, 0], cells[:, 1]] = True
+        pieces, _ = label_cells(grid, structure=np.ones((3, 3)))
+        of_point = pieces[cells[:, 0], cells[:, 1]]
+        member = of_point == np.bincount(of_point).argmax()
+        centred = flat[member] - flat[member].mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        extent = np.ptp(centred @ vt.T, axis=0)
+        return member if extent.min() >= cfg.min_support_side else None
 
     # -- stage 3: objects --------------------------------------------------------------------
     def segment(self, points: np.ndarray, sensor_origin=(0.0, 0.0, 0.0), prior: UpPrior | None = None
@@ -262,6 +346,9 @@ class SceneSegmenter:
             basis = _plane_basis(plane[:3])
             on_plane = np.abs(height) < cfg.plane_distance
             inl = np.flatnonzero(on_plane)
+            if prior is not None and prior.hard:  # the table's own footprint, not where the plane cuts walls
+                piece = self._largest_piece(cropped[inl] @ _plane_basis(plane[:3]))
+                inl = inl[piece] if piece is not None else inl
             if len(inl) > 3000:
                 inl = np.random.default_rng(cfg.seed).choice(inl, 3000, replace=False)
             cand = np.flatnonzero(above)
