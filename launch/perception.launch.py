@@ -1,7 +1,8 @@
 """ros2 launch patchalign_ros perception.launch.py [cloud_topic:=...] [queries:=handle | queries:="[handle, lid]"]
-    [checkpoint:=NAME|PATH] [backend:=...] [precision:=...] [device:=...] [reliability:=...]
-    [score_threshold:=...] [scene_mode:=...] [gravity_frame:=...] [max_rate_hz:=...] [params_file:=...]
-    [use_rviz:=true]
+    [input:=depth depth_topic:=... camera_info_topic:=... [use_color:=true color_topic:=...]]
+    [target_frame:=base_link] [checkpoint:=NAME|PATH] [backend:=...] [precision:=...] [device:=...]
+    [reliability:=...] [score_threshold:=...] [scene_mode:=...] [gravity_frame:=...] [max_rate_hz:=...]
+    [params_file:=...] [use_rviz:=true]
 
 Every node argument is empty by default, and an empty argument leaves the value of
 `params_file` (config/perception.yaml unless given) alone: edit the YAML or pass the argument.
@@ -15,6 +16,9 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+# the node's input topics -> the launch argument that remaps each
+INPUT_TOPICS = {"points": "cloud_topic", "depth": "depth_topic", "camera_info": "camera_info_topic",
+                "color": "color_topic"}
 # launch argument -> (parameter type, description). Empty: take the params file's value.
 NODE_ARGUMENTS = {
     "checkpoint": (str, "a registered model name (models list) or a weights path"),
@@ -27,6 +31,9 @@ NODE_ARGUMENTS = {
     "score_threshold": (float, "part probability below this is background"),
     "scene_mode": (bool, "split clouds into objects on a support plane"),
     "gravity_frame": (str, "a frame whose +z is up, looked up with tf2 (e.g. base_link)"),
+    "input": (str, "points (cloud_topic) | depth (depth_topic + camera_info_topic)"),
+    "use_color": (bool, "depth input: also pair color_topic"),
+    "target_frame": (str, "publish boxes, approach directions and keypoints in this frame (tf2), e.g. base_link"),
     "max_rate_hz": (float, "continuous inference rate limit"),
 }
 
@@ -73,7 +80,8 @@ def _launch_setup(context):
     actions = [Node(
         package="patchalign_ros", executable="perception_node", name="patchalign_perception", output="screen",
         parameters=[params_file] + ([overrides] if overrides else []),
-        remappings=[("~/input/points", LaunchConfiguration("cloud_topic").perform(context))],
+        remappings=[(f"~/input/{name}", LaunchConfiguration(argument).perform(context))
+                    for name, argument in INPUT_TOPICS.items()],
     )]
     if _parse("use_rviz", bool, LaunchConfiguration("use_rviz").perform(context)):
         if _rviz_available():
@@ -91,6 +99,13 @@ def generate_launch_description():
     args = [
         DeclareLaunchArgument("cloud_topic", default_value="/camera/depth/color/points",
                               description="sensor_msgs/PointCloud2 input (remapped to ~/input/points)"),
+        DeclareLaunchArgument("depth_topic", default_value="/camera/depth/image_rect_raw",
+                              description="input:=depth: sensor_msgs/Image 16UC1 / 32FC1 (remapped to ~/input/depth)"),
+        DeclareLaunchArgument("camera_info_topic", default_value="/camera/depth/camera_info",
+                              description="input:=depth: its sensor_msgs/CameraInfo (~/input/camera_info)"),
+        DeclareLaunchArgument("color_topic", default_value="/camera/color/image_raw",
+                              description="input:=depth use_color:=true: rgb8 / bgr8 registered to the depth "
+                                          "(~/input/color)"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "perception.yaml"]),
                               description="node parameters; the arguments below override it only when given"),
         DeclareLaunchArgument("use_rviz", default_value="false"),

@@ -59,16 +59,47 @@ def _up_from_args(args):
     return None
 
 
+def _read_input(args):
+    """(points (N, 3), organized shape or None, colours (N, 3) uint8 or None) from a cloud file,
+    or from --depth with --intrinsics (deprojected as depth_image_proc does)."""
+    import numpy as np
+
+    from .pointcloud_io import read_point_cloud_with_colors
+
+    if bool(args.input) == bool(args.depth):
+        raise UsageError("give a point cloud file or --depth (with --intrinsics), one of them")
+    if args.input:
+        if args.intrinsics or args.color:
+            raise UsageError("--intrinsics and --color go with --depth")
+        return read_point_cloud_with_colors(args.input)
+    from .depth_image import deproject, load_depth, load_intrinsics
+
+    if not args.intrinsics:
+        raise UsageError("--depth needs --intrinsics (fx,fy,cx,cy or a camera-info YAML/JSON)")
+    points = deproject(load_depth(args.depth), load_intrinsics(args.intrinsics), depth_scale=args.depth_scale)
+    h, w = points.shape[:2]
+    colors = None
+    if args.color:
+        from PIL import Image
+
+        with Image.open(args.color) as img:
+            rgb = np.asarray(img.convert("RGB"))
+        if rgb.shape[:2] != (h, w):
+            raise UsageError(f"--color is {rgb.shape[1]}x{rgb.shape[0]}, the depth image {w}x{h}: they must be "
+                             "registered (same size and camera)")
+        colors = rgb.reshape(-1, 3)
+    return points.reshape(-1, 3), (h, w), colors
+
+
 def cmd_segment(args) -> int:
 
     from .inference.pipeline import PartFinder
     from .inference.preprocess import checked_cloud
-    from .pointcloud_io import read_point_cloud
     from .text import validate_queries
 
     queries = validate_queries(_parse_queries(args.queries))  # fail fast, before loading models
     up = _up_from_args(args)
-    points, shape = read_point_cloud(args.input)
+    points, shape, colors = _read_input(args)
     scene = args.scene if args.scene is not None else shape is not None
     config = load_inference_config(args.config)
     config.label_mode = args.label_mode or config.label_mode
@@ -87,7 +118,7 @@ def cmd_segment(args) -> int:
     if result.scene_message:
         print(f"note: {result.scene_message}", file=sys.stderr)
     out = result.to_dict()
-    out["input"] = str(args.input)
+    out["input"] = str(args.input or args.depth)
     out["mode"] = "scene" if scene else "object"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out) + "\n")
@@ -96,8 +127,9 @@ def cmd_segment(args) -> int:
         from .visualize import save_png
 
         kps = [(k.label, k.position) for o in result.objects for k in o.keypoints]
-        save_png(args.png, points, labels, list(result.queries), title=f"{Path(args.input).name}", keypoints=kps,
-                 up=result.up)
+        save_png(args.png, points, labels, list(result.queries), title=f"{Path(args.input or args.depth).name}",
+                 keypoints=kps, up=result.up, image_shape=shape, colors=colors,
+                 parts=[(p.label, p.score, p.point_indices) for o in result.objects for p in o.parts])
     if args.ply:
         from .visualize import save_labeled_ply
 
@@ -392,7 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     seg = sub.add_parser("segment", help="label the parts named by --queries in a point cloud file")
-    seg.add_argument("input", help=".pcd (incl. binary_compressed, organized), .ply, .npy or .npz")
+    seg.add_argument("input", nargs="?", help=".pcd (incl. binary_compressed, organized), .ply, .npy or .npz")
+    seg.add_argument("--depth", help="instead of a cloud: a depth image, 16-bit PNG (mm) or .npy (mm integers or "
+                                     "float metres), rectified")
+    seg.add_argument("--intrinsics", help="with --depth: fx,fy,cx,cy, or a camera-info file (ROS camera_calibration "
+                                          "YAML, a CameraInfo dump with k, JSON fx/fy/cx/cy, or a 3x3 .npy)")
+    seg.add_argument("--depth-scale", type=float, help="with --depth: metres per unit (default: mm for integer "
+                                                        "images, m for float ones)")
+    seg.add_argument("--color", help="with --depth: the registered colour image (PNG/JPG), for the picture")
     seg.add_argument("--queries", required=True, help='comma-separated part names, e.g. "handle,body"')
     seg.add_argument("--checkpoint", help="a registered model name (see `models list`) or a weights file "
                                           "(.safetensors + .json, or an official .pt); default: the bundled model")
@@ -422,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-keypoints", action="store_true")
     seg.add_argument("--device", default="cpu")
     seg.add_argument("--out", required=True, help="result JSON")
-    seg.add_argument("--png", help="picture of the labelled points with a legend")
+    seg.add_argument("--png", help="picture of the labelled points with a legend (organized / depth input: the "
+                                   "camera image with the parts painted on it, beside the 3D views)")
     seg.add_argument("--ply", help="labelled points coloured by part")
     seg.set_defaults(func=cmd_segment)
 

@@ -147,7 +147,11 @@ def run_demo(out_dir: Path, checkpoint=None, queries=("handle", "body")) -> int:
     if objects.any():
         lo, hi = flat[objects].min(axis=0) - 0.08, flat[objects].max(axis=0) + 0.08
         view[~np.all((flat >= lo) & (flat <= hi), axis=1)] = np.nan
+    from .visualize import camera_image
+
+    h, w = capture.points.shape[:2]
+    parts = [(s.label, s.score, np.asarray(s.point_indices)) for s in result.segments]
     png = save_png(out_dir / "demo_parts.png", view, labels, names, title=f"queries: {', '.join(names)}",
-                   keypoints=kps, up=np.array([0.0, -0.8, -0.6]))
+                   keypoints=kps, up=np.array([0.0, -0.8, -0.6]), image=camera_image(flat, (h, w)), parts=parts)
     print(f"picture -> {png}")
     return 0

@@ -1,7 +1,9 @@
 """`python -m patchalign_ros.node`: the perception node (see patchalign_ros.ros.node)."""
+import signal
 import sys
 
-from .ros.node import main
-
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))  # Ctrl-C while loading: exit quietly
+    from .ros.node import main
+
     sys.exit(main())

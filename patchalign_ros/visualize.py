@@ -23,15 +23,58 @@ def point_colors(labels: np.ndarray, n_labels: int) -> np.ndarray:
     return colors
 
 
+def camera_image(points: np.ndarray, shape, colors: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) float image of an organized capture: its colours, else its depth shaded (near
+    bright), black where there is no reading."""
+    h, w = shape
+    if colors is not None:
+        return np.asarray(colors, dtype=np.float64).reshape(h, w, 3) / 255.0
+    z = np.linalg.norm(np.asarray(points, dtype=np.float64).reshape(h, w, 3), axis=-1)
+    ok = np.isfinite(z)
+    out = np.zeros((h, w, 3))
+    if ok.any():
+        lo, hi = np.percentile(z[ok], [2, 98])
+        out[ok] = (0.9 - 0.7 * np.clip((z[ok] - lo) / max(hi - lo, 1e-6), 0, 1))[:, None]
+    return out
+
+
+def paint_parts(ax, image: np.ndarray, labels: np.ndarray, names: list, parts: list | None = None) -> None:
+    """The camera image with each labelled pixel painted its part's colour and each part named
+    (``parts``: (label, score, pixel indices)) where it lies."""
+    h, w = image.shape[:2]
+    palette = label_colors(max(len(names), 1))
+    shown = image.reshape(-1, 3) * 0.75
+    mask = labels >= 0
+    shown[mask] = 0.35 * shown[mask] + 0.65 * palette[labels[mask]]
+    ax.imshow(shown.reshape(h, w, 3))
+    for label, score, idx in parts or []:
+        idx = np.asarray(idx)
+        if len(idx) == 0:
+            continue
+        v, u = np.median(idx // w), np.median(idx % w)
+        ax.text(u, v, f"{label} {score:.2f}", color="white", fontsize=9, ha="center", va="bottom",
+                bbox={"facecolor": palette[names.index(label)] if label in names else "k", "alpha": 0.8,
+                      "pad": 1.5, "edgecolor": "none"})
+    ax.set_axis_off()
+    ax.set_title("camera")
+
+
 def save_png(path, points: np.ndarray, labels: np.ndarray, names: list, title: str = "",
-             keypoints: list | None = None, max_points: int = 60000, up: np.ndarray | None = None) -> Path:
-    """Two views (oblique and top-down) of the labelled points with a legend."""
+             keypoints: list | None = None, max_points: int = 60000, up: np.ndarray | None = None,
+             image_shape=None, colors: np.ndarray | None = None, parts: list | None = None,
+             image: np.ndarray | None = None) -> Path:
+    """Two views (oblique and top-down) of the labelled points with a legend; for organized
+    input (``image_shape`` (H, W), points row-major) the camera image with the parts painted on
+    it first (``image``, else ``colors`` (the camera's), else the depth shaded)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    if image is None and image_shape is not None:
+        image = camera_image(points, image_shape, colors)
+    all_labels = labels
     finite = np.isfinite(points).all(axis=1)
     pts, labs = points[finite], labels[finite]
     if len(pts) > max_points:  # keep every labelled point, thin the background
@@ -49,9 +92,12 @@ def save_png(path, points: np.ndarray, labels: np.ndarray, names: list, title: s
         keypoints = [(n, np.asarray(p) @ rot.T) for n, p in (keypoints or [])]
     colors = point_colors(labs, len(names))
     order = np.argsort(labs >= 0, kind="stable")  # labelled points drawn last, on top
-    fig = plt.figure(figsize=(12, 6), dpi=100)
+    panels = 3 if image is not None else 2
+    fig = plt.figure(figsize=(6 * panels, 6), dpi=100)
+    if image is not None:
+        paint_parts(fig.add_subplot(1, panels, 1), image, all_labels, names, parts)
     for i, (elev, azim, sub) in enumerate(((25, -60, "oblique"), (90, -90, "top"))):
-        ax = fig.add_subplot(1, 2, i + 1, projection="3d")
+        ax = fig.add_subplot(1, panels, panels - 1 + i, projection="3d")
         if len(pts):
             ax.scatter(pts[order, 0], pts[order, 1], pts[order, 2], c=colors[order], s=1.5, linewidths=0)
             lo, hi = pts.min(axis=0), pts.max(axis=0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from patchalign_ros.ros.node import PARAMETERS
+from patchalign_ros.ros.parameters import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,13 +36,14 @@ def test_launch_file_declares_the_documented_arguments():
     assert "generate_launch_description" in funcs
     declared = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
                 and getattr(c.func, "id", "") == "DeclareLaunchArgument" and isinstance(c.args[0], ast.Constant)}
-    assert declared == {"cloud_topic", "params_file", "use_rviz"}
+    assert declared == {"cloud_topic", "depth_topic", "camera_info_topic", "color_topic", "params_file", "use_rviz"}
     node_args = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "NODE_ARGUMENTS")
     names = {k.value for k in node_args.value.keys}
     assert {"checkpoint", "backend", "queries", "reliability", "device", "precision", "scene_mode"} <= names
     assert names <= set(PARAMETERS), "every launch argument is a node parameter"
     source = (ROOT / "launch" / "perception.launch.py").read_text()
-    assert '"~/input/points"' in source and 'executable="perception_node"' in source
+    assert 'f"~/input/{name}"' in source and 'executable="perception_node"' in source
+    assert {"input", "target_frame"} <= names
 
 
 def test_rviz_config_shows_the_node_outputs():

@@ -1,76 +1,26 @@
 """`ros2 launch` and the README's `ros2` commands, run for real through the upstream launch /
-ros2cli overlay of ../shared/tools/ros2-overlay (skipped without it). The package under test is
-the one `make setup` installed into .venv (what `ros2 launch` finds)."""
-import os
-import signal
-import subprocess
+ros2cli overlay of ../shared/tools/ros2-overlay (skipped without it)."""
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+import ros2_overlay
+from ros2_overlay import NEEDS_OVERLAY, NODE, node_processes, overlay_env, ros2, stop_daemon
 
-ROOT = Path(__file__).resolve().parents[1]
-OVERLAY_BUILD = ROOT.parent / "shared" / "tools" / "ros2-overlay" / "build.sh"
-pytestmark = pytest.mark.skipif(not OVERLAY_BUILD.is_file(), reason="no ../shared/tools/ros2-overlay")
-NODE = "/patchalign_perception"
+pytestmark = NEEDS_OVERLAY
 TOPIC = "/test_launch/points"
 
 
 @pytest.fixture(scope="module")
 def ros2_env():
-    built = subprocess.run(["bash", str(OVERLAY_BUILD), str(ROOT)], capture_output=True, text=True, timeout=600)
-    if built.returncode != 0:
-        pytest.skip(f"the ros2 overlay did not build: {built.stderr[-500:]}")
-    env_file = built.stdout.strip().splitlines()[-1]
-    dump = subprocess.run(["bash", "-c", f"source {env_file} && env -0"], capture_output=True, timeout=60)
-    env = dict(item.split("=", 1) for item in dump.stdout.decode().split("\0") if "=" in item)
-    env["PYTHONUNBUFFERED"] = "1"
+    env = overlay_env()
     yield env
-    subprocess.run(["ros2", "daemon", "stop"], env=env, capture_output=True, timeout=30)  # ros2cli leaves one
+    stop_daemon(env)
 
 
-def ros2(env, *args, timeout=30, discovery_s=30):
-    """One ros2 CLI command. The ros2 daemon discovers a new node some time after the node logs;
-    a command asked before that answers "Node not found" (seen once in CI), so it is asked again."""
-    deadline = time.monotonic() + discovery_s
-    while True:
-        got = subprocess.run(["ros2", *args], env=env, capture_output=True, text=True, timeout=timeout)
-        if "Node not found" not in got.stderr or time.monotonic() > deadline:
-            return got
-        time.sleep(0.5)
-
-
-class Launch:
-    def __init__(self, env, *args):
-        self.env = env
-        self.log = []
-        # its own session: Ctrl-C goes to the whole group, as in a terminal
-        self.proc = subprocess.Popen(["ros2", "launch", "patchalign_ros", "perception.launch.py",
-                                      f"cloud_topic:={TOPIC}", *args], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        threading.Thread(target=lambda: [self.log.append(line) for line in self.proc.stdout], daemon=True).start()
-
-    def wait_for(self, text, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.log):
-                return True
-            time.sleep(0.2)
-        return False
-
-    def ctrl_c(self):
-        os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(timeout=60)
-
-    def text(self):
-        return "".join(self.log)
-
-
-def _node_processes():
-    out = subprocess.run(["pgrep", "-f", "lib/patchalign_ros/perception_node"], capture_output=True, text=True)
-    return out.stdout.split()
+def Launch(env, *args):  # noqa: N802 (the cloud topic of these tests)
+    return ros2_overlay.Launch(env, f"cloud_topic:={TOPIC}", *args)
 
 
 @pytest.fixture
@@ -123,7 +73,7 @@ def test_launch_readme_commands_and_ctrl_c(ros2_env, cloud_publisher):
         rc = launch.ctrl_c()
     assert rc == 0, launch.text()[-3000:]
     assert "Traceback" not in launch.text() and "process has died" not in launch.text()
-    assert not _node_processes(), "a node outlived ros2 launch"
+    assert not node_processes(), "a node outlived ros2 launch"
 
 
 def test_launch_list_queries_bad_checkpoint_and_params_file(ros2_env, tmp_path):
@@ -146,4 +96,26 @@ def test_launch_list_queries_bad_checkpoint_and_params_file(ros2_env, tmp_path):
         assert "2.0" in ros2(ros2_env, "param", "get", NODE, "max_rate_hz").stdout
     finally:
         assert launch.ctrl_c() == 0
-    assert not _node_processes()
+    assert not node_processes()
+
+
+@pytest.mark.parametrize("delay_s", [0.3, 2.5])
+def test_ctrl_c_while_the_node_is_still_loading_exits_cleanly(ros2_env, delay_s):
+    """Issue #18: Ctrl-C in the first seconds (imports, model load) printed a traceback and
+    "process has died, exit code -2"."""
+    launch = Launch(ros2_env, "queries:=handle")
+    try:
+        deadline = time.monotonic() + 60
+        while not node_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node_processes(), launch.text()[-2000:]
+        time.sleep(delay_s)
+        loaded = "subscribed to" in launch.text()
+    finally:
+        rc = launch.ctrl_c()
+    text = launch.text()
+    assert rc == 0, text[-3000:]
+    assert "Traceback" not in text and "process has died" not in text, text[-3000:]
+    assert "process has finished cleanly" in text, text[-3000:]
+    assert not loaded or delay_s > 1.0  # the early one really landed during loading
+    assert not node_processes()

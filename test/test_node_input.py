@@ -83,7 +83,7 @@ def test_default_parameters_take_a_vga_cloud_from_a_default_qos_publisher(rclpy_
         assert rig.node.autostart(), rig.node._load_error
         assert rig.node.p("reliability") == "auto"
         pub = rig.client.create_publisher(PointCloud2, f"{NS}/input/points", 10)  # default QoS: reliable
-        assert wait(lambda: rig.node._sub_reliability == ReliabilityPolicy.RELIABLE, 15), \
+        assert wait(lambda: rig.node._input.subscriptions[0].reliability == ReliabilityPolicy.RELIABLE, 15), \
             "auto did not follow the reliable publisher"
         assert wait(lambda: pub.get_subscription_count() > 0, 15)
         assert rig.query.wait_for_service(timeout_sec=15)
@@ -113,12 +113,12 @@ def test_auto_falls_back_to_best_effort_for_a_best_effort_publisher(rclpy_contex
     try:
         assert rig.node.autostart()
         reliable = rig.client.create_publisher(PointCloud2, f"{NS}/input/points", 10)
-        assert wait(lambda: rig.node._sub_reliability == ReliabilityPolicy.RELIABLE, 15)
+        assert wait(lambda: rig.node._input.subscriptions[0].reliability == ReliabilityPolicy.RELIABLE, 15)
         # A second, best-effort publisher (a LiDAR driver with SensorDataQoS) cannot match a
         # reliable reader: auto goes back to best effort, which matches both.
         rig.client.create_publisher(PointCloud2, f"{NS}/input/points",
                                     QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT))
-        assert wait(lambda: rig.node._sub_reliability == ReliabilityPolicy.BEST_EFFORT, 15)
+        assert wait(lambda: rig.node._input.subscriptions[0].reliability == ReliabilityPolicy.BEST_EFFORT, 15)
         assert reliable.get_subscription_count() > 0
     finally:
         rig.close()

@@ -16,7 +16,7 @@ from model_factory import random_net  # noqa: E402
 from patchalign_ros.data.synthetic import tabletop_scene  # noqa: E402
 from patchalign_ros.model import save_network  # noqa: E402
 from patchalign_ros.ros.conversions import xyz_to_cloud  # noqa: E402
-from patchalign_ros.ros.node import check_parameter  # noqa: E402
+from patchalign_ros.ros.parameters import check_parameter  # noqa: E402
 from test_node import Harness  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def test_the_worker_survives_failing_publishers(rclpy_context, checkpoint, cloud
     try:
         assert h.node.autostart()
         assert h.wait(lambda: h.cloud_pub.get_subscription_count() > 0)
-        pub = h.node._pubs["segments"]
+        pub = h.node._outputs.pubs["segments"]
         original = pub.publish
 
         def broken(msg):
@@ -80,7 +80,7 @@ def test_the_worker_survives_failing_publishers(rclpy_context, checkpoint, cloud
         pub.publish = broken
         assert h.wait(lambda: (h.cloud_pub.publish(cloud), time.sleep(0.1), h.node._stats["errors"] >= 2)[-1],
                       timeout=30)
-        assert h.node._worker.is_alive()
+        assert h.node._worker.alive
         assert h.wait(lambda: any(d.status and d.status[0].level == d.status[0].ERROR
                                   and "publisher exploded" in d.status[0].message for d in h.received["diag"]))
         pub.publish = original
@@ -121,7 +121,7 @@ def test_waits_are_bounded_and_old_clouds_are_not_used(rclpy_context, checkpoint
         assert not r.success and "within 1.0 s" in r.message and time.monotonic() - start < 10
         assert h.wait(lambda: h.cloud_pub.get_subscription_count() > 0)
         h.cloud_pub.publish(cloud)
-        assert h.wait(lambda: h.node._latest is not None)
+        assert h.wait(lambda: h.node._mailbox.latest is not None)
         assert h.call(["handle"]).success
         time.sleep(1.5)  # the cloud is now older than max_cloud_age_s
         stale = h.call(["handle"], timeout_s=0.5)
@@ -148,30 +148,30 @@ def test_every_lifecycle_transition(rclpy_context, checkpoint, cloud):
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert h.wait(lambda: sub_count() > 0)
         h.cloud_pub.publish(cloud)
-        assert h.wait(lambda: node._latest is not None)
+        assert h.wait(lambda: node._mailbox.latest is not None)
         assert h.call(["handle"]).success
         # deactivate: unsubscribed, worker stopped, pending and newest clouds dropped
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert h.wait(lambda: sub_count() == 0)
-        assert node._worker is None and node._latest is None and node._pending is None
+        assert not node._worker.alive and node._mailbox.latest is None and node._mailbox.pending is None
         assert "inactive" in h.call(["handle"]).message
         # re-activate: no stale frame is served; a new cloud is needed
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert not h.call(["handle"], timeout_s=0.5).success
         assert h.wait(lambda: sub_count() > 0)
         h.cloud_pub.publish(cloud)
-        assert h.wait(lambda: node._latest is not None)
+        assert h.wait(lambda: node._mailbox.latest is not None)
         assert h.call(["handle"]).success
         # deactivate + cleanup: the model is freed
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-        assert node._finder is None and node._pubs == {}
+        assert node._finder is None and node._outputs is None
         assert "model not loaded" in h.call(["handle"]).message
         # configure again, then shutdown from active
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
-        assert node._worker is None and node._sub is None
+        assert not node._worker.alive and node._input.subscriptions[0].sub is None
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_FINALIZED
     finally:
         h.close()
@@ -190,7 +190,7 @@ def test_an_error_in_a_transition_returns_to_unconfigured(rclpy_context, checkpo
         node._start_worker = broken
         node.trigger_activate()  # raises inside on_activate -> error processing -> on_error
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
-        assert node._finder is None and node._sub is None
+        assert node._finder is None and node._input is None
         node._start_worker = original
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS

@@ -43,7 +43,7 @@ def live(rclpy_context, checkpoint, cloud):
     assert h.node.autostart()
     assert h.wait(lambda: h.cloud_pub.get_subscription_count() > 0)
     h.cloud_pub.publish(cloud)
-    assert h.wait(lambda: h.node._latest is not None)
+    assert h.wait(lambda: h.node._mailbox.latest is not None)
     yield h
     h.close()
 
@@ -130,7 +130,7 @@ def test_overload_newest_frame_wins(live, cloud):
     received = live.node._stats["received"] - before["received"]
     processed = live.node._stats["processed"] - before["processed"]
     assert received > 50 and processed < received  # no backlog: most frames are superseded
-    assert live.node._pending is None  # nothing left queued
+    assert live.node._mailbox.pending is None  # nothing left queued
 
 
 def test_missing_text_encoder_is_reported(rclpy_context, checkpoint, tmp_path):

@@ -107,10 +107,11 @@ def save_scan_png(path, extras: dict, row: dict) -> None:
         object_palette = np.asarray([palette(i)[:3] for i in range(20)])
         flat[has] = flat[has] + 0.65 * object_palette[obj_id[has] % 20]
         axes[0].imshow(seg_img)
-        part_img = (base * 0.6).reshape(-1, 3)
-        part_palette = np.asarray([plt.get_cmap("Set1")(i)[:3] for i in range(9)])
-        part_img[part >= 0] = part_palette[part[part >= 0] % 9]
-        axes[1].imshow(part_img.reshape(shape[0], shape[1], 3))
+        from ..visualize import camera_image, paint_parts
+
+        image = camera_image(xyz, shape, colors)
+        paint_parts(axes[1], image, part, list(result.queries),
+                    [(p.label, p.score, p.point_indices) for o in result.objects for p in o.parts])
     else:  # unorganized: top view along up
         from ..inference.scene import _plane_basis
 

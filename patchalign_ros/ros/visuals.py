@@ -12,13 +12,15 @@ def _palette(n: int) -> np.ndarray:
     return label_colors(max(n, 1))
 
 
-def labeled_cloud(xyz: np.ndarray, result, header):
-    """Valid points with x, y, z, rgb (packed float, as RViz expects), label (-1 none), score."""
+def labeled_cloud(xyz: np.ndarray, result, header, colors: np.ndarray | None = None):
+    """Valid points with x, y, z, rgb (packed float, as RViz expects), label (-1 none), score.
+    ``colors`` ((N, 3) uint8, the camera's): what unlabelled points show; else grey."""
     flat = xyz.reshape(-1, 3)
     valid = np.flatnonzero(np.isfinite(flat).all(axis=1))
     labels = result.point_label_array()[valid]
     scores = result.point_score_array()[valid]
-    colors = np.full((len(valid), 3), 150, dtype=np.uint32)
+    colors = np.full((len(valid), 3), 150, dtype=np.uint32) if colors is None else \
+        np.asarray(colors).reshape(-1, 3)[valid].astype(np.uint32)
     palette = (_palette(len(result.queries)) * 255).astype(np.uint32)
     mask = labels >= 0
     colors[mask] = palette[labels[mask]]
