@@ -1,6 +1,7 @@
 """Issue #18 through `ros2 launch` for real: a held-out RealSense depth frame with its
 camera_info (and colour) in, the same parts as the same frame given as a cloud, boxes in
-base_link through a static tf, a Detection3DArray with the handle, default and best-effort QoS.
+base_link and gravity from base_link through a static tf, a Detection3DArray with the handle,
+default and best-effort QoS, unpaired stamps and a missing transform reported.
 Needs the ros2 overlay (launch, tf2, message_filters, vision_msgs) and ../shared/data."""
 import threading
 import time
@@ -45,12 +46,14 @@ def frame():
             "rgb": np.ascontiguousarray(data["image"]), "rotation": rotation, "translation": translation}
 
 
-def _publisher(rclpy_context, frame, reliable: bool, color: bool):
+def _publisher(rclpy_context, frame, reliable: bool, color: bool, info_delay: dict | None = None):
+    """A RealSense driver at 2 Hz; ``info_delay["s"]``: camera_info stamped that much later."""
     import rclpy
+    import rclpy.duration
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
-    from patchalign_ros.ros.conversions import depth_to_image_msg, intrinsics_to_camera_info
+    from patchalign_ros.ros.image_msgs import depth_to_image_msg, intrinsics_to_camera_info
 
     node = rclpy.create_node("fake_realsense", context=rclpy_context)
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
@@ -63,9 +66,11 @@ def _publisher(rclpy_context, frame, reliable: bool, color: bool):
 
     def loop():
         while not stop.is_set():
-            stamp = node.get_clock().now().to_msg()
+            now = node.get_clock().now()
             for msg in (depth, info, rgb):
-                msg.header.stamp, msg.header.frame_id = stamp, CAMERA_FRAME
+                msg.header.stamp, msg.header.frame_id = now.to_msg(), CAMERA_FRAME
+            if info_delay and info_delay["s"]:
+                info.header.stamp = (now + rclpy.duration.Duration(seconds=info_delay["s"])).to_msg()
             pubs["depth"].publish(depth)
             pubs["camera_info"].publish(info)
             if color:
@@ -96,23 +101,23 @@ except KeyboardInterrupt:
 """
 
 
-def _reference(frame):
+def _reference(frame, up=None):
     """The same frame as an organized cloud through the library: what the node must answer."""
     from patchalign_ros.depth_image import deproject
     from patchalign_ros.inference.pipeline import PartFinder
 
     finder = PartFinder.load(None)
     return finder.find_parts(deproject(frame["depth_m"], frame["intrinsics"]), ["handle"], scene=True,
-                             frame=CAMERA_FRAME)
+                             frame=CAMERA_FRAME, up=up)
 
 
 def test_depth_input_target_frame_and_detections(ros2_env, rclpy_context, frame):
     import sys
 
     from patchalign_ros.msg import PartSegmentArray
-    from patchalign_ros.ros.conversions import matrix_quaternion
+    from patchalign_ros.ros.transforms import matrix_quaternion
 
-    reference = _reference(frame)
+    reference = _reference(frame, up=frame["rotation"][2])  # base_link's +z in the camera frame
     handles = [p for o in reference.objects for p in o.parts]
     assert len(handles) == 1, "the held-out blue mug's handle, found from the cloud"
     q = matrix_quaternion(frame["rotation"])
@@ -121,7 +126,8 @@ def test_depth_input_target_frame_and_detections(ros2_env, rclpy_context, frame)
     node, stop = _publisher(rclpy_context, frame, reliable=True, color=True)
     got = []
     node.create_subscription(PartSegmentArray, f"{NODE}/segments", got.append, 10)
-    launch = Launch(ros2_env, "input:=depth", "use_color:=true", "target_frame:=base_link", "queries:=handle",
+    launch = Launch(ros2_env, "input:=depth", "use_color:=true", "target_frame:=base_link", "gravity_frame:=base_link",
+                    "queries:=handle",
                     *(f"{k}_topic:={v}" for k, v in TOPICS.items()))
     import rclpy
 
@@ -148,6 +154,7 @@ def test_depth_input_target_frame_and_detections(ros2_env, rclpy_context, frame)
         diag = ros2(ros2_env, "topic", "echo", "--once", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
                     timeout=60)
         assert "base_link" in diag.stdout and "input" in diag.stdout
+        assert "gravity_frame base_link (tf2)" in diag.stdout, diag.stdout[-2000:]  # up came through tf2
     finally:
         stop.set()
         rc = launch.ctrl_c()
@@ -190,3 +197,51 @@ def test_best_effort_depth_images_arrive_and_answer_the_service(ros2_env, rclpy_
         assert launch.ctrl_c() == 0
         executor.shutdown()
         node.destroy_node()
+
+
+def test_unpaired_stamps_and_a_missing_transform_are_reported_not_fatal(ros2_env, rclpy_context, frame):
+    """camera_info stamped 1 s off its depth images: a diagnostic that names sync_slop_s. Then
+    paired, but no transform to target_frame: the frame is skipped with the reason, the node
+    stays up and answers."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from patchalign_ros.srv import QueryParts
+
+    delay = {"s": 1.0}
+    node, stop = _publisher(rclpy_context, frame, reliable=True, color=False, info_delay=delay)
+    diags = []
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    client = node.create_client(QueryParts, f"{NODE}/query_parts")
+    launch = Launch(ros2_env, "input:=depth", "target_frame:=base_link", "queries:=['']",
+                    *(f"{k}_topic:={v}" for k, v in TOPICS.items()))
+    executor = rclpy.executors.SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+
+    def seen(text):
+        return any(text in s.message for d in diags for s in d.status if s.name.startswith("patchalign"))
+
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not seen("none pair up"):
+            executor.spin_once(timeout_sec=0.2)
+        assert seen("sync_slop_s"), launch.text()[-3000:]
+        delay["s"] = 0.0
+        answer = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            future = client.call_async(QueryParts.Request(queries=["handle"], timeout_s=5.0))
+            executor.spin_until_future_complete(future, timeout_sec=60)
+            answer = future.result()
+            if answer is not None and "no transform" in answer.message:
+                break
+            time.sleep(0.5)
+        assert answer is not None and not answer.success and "base_link" in answer.message, \
+            (answer.message if answer else "no answer") + launch.text()[-2000:]
+        assert launch.proc.poll() is None, "the node is still up"
+    finally:
+        stop.set()
+        assert launch.ctrl_c() == 0
+        executor.shutdown()
+        node.destroy_node()
+    assert "Traceback" not in launch.text()

@@ -1,6 +1,5 @@
 """The node as ROS engineers expect it: validated parameters (at start-up too), a supervised
 worker, a query path that cannot starve the node, and every lifecycle transition."""
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conversions import quaternion_matrix
+from .transforms import quaternion_matrix
 
 
 class FrameError(RuntimeError):

@@ -28,6 +28,7 @@ class MatchedSubscription:
         self.reliability = None
         self.matched_since = None
         self.last_arrival = 0.0
+        self.received = 0
         self.warning = ""
 
     @property
@@ -36,6 +37,7 @@ class MatchedSubscription:
 
     def _on_message(self, msg):
         self.last_arrival = time.monotonic()
+        self.received += 1
         self.callback(msg)
 
     def offered(self) -> list:

@@ -14,8 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from .conversions import camera_info_to_intrinsics, cloud_to_xyz, image_to_depth, image_to_rgb
+from ..depth_image import DepthFormatError
+from ..inference.preprocess import InputError
+from .conversions import CloudFormatError, cloud_to_xyz
+from .frames import FrameError
+from .image_msgs import camera_info_to_intrinsics, image_to_depth, image_to_rgb
 from .input_qos import MatchedSubscription
+
+BAD_INPUT = (CloudFormatError, DepthFormatError, InputError, FrameError)  # the input's fault: rejected, said why
 
 
 @dataclass
@@ -88,8 +94,6 @@ class DepthInput:
         if len(msgs) > 2:
             rgb = image_to_rgb(msgs[2])
             if rgb.shape[:2] != depth.shape:
-                from ..depth_image import DepthFormatError
-
                 raise DepthFormatError(f"the colour image is {rgb.shape[1]}x{rgb.shape[0]} but the depth image "
                                        f"{depth.shape[1]}x{depth.shape[0]}: register them (aligned_depth_to_color)")
             colors = rgb.reshape(-1, 3)

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -33,20 +33,18 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from patchalign_ros.srv import QueryParts
 
-from ..depth_image import DepthFormatError
-from ..inference.preprocess import InputError
-from ..text import validate_queries
-from .conversions import CloudFormatError, result_to_msg, transform_segments
+from .conversions import result_to_msg
 from .frames import FrameError, Frames
-from .input_qos import reliability_name
-from .inputs import INPUTS
+from .diagnostics import inference_status
+from .inputs import BAD_INPUT, INPUTS
 from .outputs import OutputPublishers
+from .query_service import answer_query
+from .transforms import transform_segments
 from .parameters import (NODE_NAME, PARAMETERS, apply_live, apply_scene_parameter, check_parameter,  # noqa: F401
                          declare_parameters, inference_config)
 from .worker import FrameMailbox, SupervisedWorker
 
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=256, reliability=ReliabilityPolicy.RELIABLE)
-BAD_INPUT = (CloudFormatError, DepthFormatError, InputError, FrameError)  # the input's fault: rejected, said why
 
 
 class PerceptionNode(LifecycleNode):
@@ -71,6 +69,7 @@ class PerceptionNode(LifecycleNode):
         self._input = None
         self._frames = None
         self._input_warning = ""
+        self._up_source = ""
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._query_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -214,13 +213,17 @@ class PerceptionNode(LifecycleNode):
         +z in the input's frame, else None and the frame id for the REP 103/105 convention."""
         gravity = np.asarray(self.p("gravity"), dtype=np.float64)
         if np.linalg.norm(gravity) > 0:
+            self._up_source = "the gravity parameter"
             return -gravity, frame_id
         frames = self._frames
         if frames is not None and frames.available and self.p("gravity_frame") and frame_id:
             try:
-                return frames.up_in(frame_id, self.p("gravity_frame")), frame_id
+                up = frames.up_in(frame_id, self.p("gravity_frame"))
+                self._up_source = f"gravity_frame {self.p('gravity_frame')} (tf2)"
+                return up, frame_id
             except FrameError as exc:  # not yet available, or no such frame
                 self._log_once(f"tf-gravity:{frame_id}", f"{exc}; using the frame convention")
+        self._up_source = f"the frame convention of {frame_id or 'an empty frame id'}"
         return None, frame_id
 
     # -- inference -------------------------------------------------------------------------
@@ -288,50 +291,7 @@ class PerceptionNode(LifecycleNode):
 
     # -- service ---------------------------------------------------------------------------
     def _on_query(self, request, response):
-        try:
-            queries = validate_queries([q for q in request.queries])
-        except ValueError as exc:
-            response.success, response.message = False, f"bad queries: {exc}"
-            return response
-        if self._finder is None:
-            response.success, response.message = False, f"model not loaded: {self._load_error}"
-            return response
-        if not self._active:
-            response.success, response.message = False, ("the node is inactive (lifecycle): activate it, e.g. "
-                                                          f"`ros2 lifecycle set /{NODE_NAME} activate`")
-            return response
-        asked = request.timeout_s if request.timeout_s >= 0 else float(self.p("service_timeout_s"))
-        timeout = min(asked, float(self.p("max_wait_s")))
-        max_age = float(self.p("max_cloud_age_s"))
-        item = self._mailbox.fresh(max_age) or self._mailbox.wait_fresh(timeout, max_age, lambda: self._active)
-        if item is None:
-            topics = ", ".join(s.topic_name for s in self._input.subscriptions[:1]) if self._input else "its input"
-            response.success, response.message = False, (
-                f"no {'point cloud' if self.p('input') == 'points' else 'depth image + camera_info pair'} received "
-                f"on {topics} within {timeout:.1f} s" +
-                (f" (inputs older than max_cloud_age_s={max_age:g} s are not used)" if max_age > 0 else ""))
-            return response
-        min_score = request.min_score if request.min_score >= 0 else None
-        try:
-            _, _, out = self._run(item, queries, min_score=min_score, keypoints=request.include_keypoints)
-        except BAD_INPUT as exc:
-            self._reject(str(exc), type(exc).__name__ + str(exc).split(":")[0])
-            response.success, response.message = False, f"the newest input cannot be used: {exc}"
-            return response
-        except Exception as exc:
-            self._stats["failed"] += 1
-            self.get_logger().error(f"query failed: {type(exc).__name__}: {exc}")
-            response.success, response.message = False, f"inference failed: {type(exc).__name__}: {exc}"
-            return response
-        found = {}
-        for seg in out.segments:
-            found[seg.label] = found.get(seg.label, 0) + 1
-        summary = ", ".join(f"{q}: {found.get(q, 0)}" for q in queries)
-        response.success = True
-        response.message = (f"{out.num_objects} object(s); parts found - {summary}; {out.total_ms:.0f} ms "
-                            f"[{self._backend_summary()}]")
-        response.result = out
-        return response
+        return answer_query(self, request, response)
 
     def _backend_summary(self) -> str:
         finder = self._finder
@@ -345,42 +305,7 @@ class PerceptionNode(LifecycleNode):
 
     # -- diagnostics -----------------------------------------------------------------------
     def _publish_diagnostics(self):
-        status = DiagnosticStatus(name=f"{NODE_NAME}: inference", hardware_id=NODE_NAME)
-        total = float(self._last_timing.get("total", 0.0))
-        if self._finder is None:
-            status.level, status.message = DiagnosticStatus.ERROR, f"model not loaded: {self._load_error}"
-        elif self._worker_error and time.monotonic() - self._worker_error_time < 10.0:
-            status.level, status.message = DiagnosticStatus.ERROR, f"inference worker errors: {self._worker_error}"
-        elif not self._active:
-            status.level, status.message = DiagnosticStatus.OK, "inactive"
-        elif total > float(self.p("warn_total_ms")):
-            status.level, status.message = DiagnosticStatus.WARN, f"slow: last frame {total:.0f} ms"
-        elif self._input_warning:
-            status.level, status.message = DiagnosticStatus.WARN, self._input_warning
-        elif self._stats["rejected"] and self._last_reject:
-            status.level, status.message = DiagnosticStatus.WARN, f"rejected input; last: {self._last_reject}"
-        elif self._scene_message:
-            status.level, status.message = DiagnosticStatus.WARN, f"scene: {self._scene_message}"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "ok"
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in self._stats.items()]
-        status.values += [KeyValue(key=f"{k}_ms", value=f"{v:.1f}") for k, v in self._last_timing.items()]
-        status.values.append(KeyValue(key="input", value=self.p("input")))
-        if self._input is not None:
-            for sub in self._input.subscriptions:
-                if sub.sub is not None:
-                    status.values.append(KeyValue(key=f"reliability {sub.topic_name}",
-                                                  value=reliability_name(sub.reliability)))
-            first = self._input.subscriptions[0]
-            if first.sub is not None:
-                status.values.append(KeyValue(key="input_reliability", value=reliability_name(first.reliability)))
-        status.values.append(KeyValue(key="output_frame", value=self.p("target_frame") or "the input's frame"))
-        if self._frames is not None and self._frames.reason:
-            status.values.append(KeyValue(key="tf", value=self._frames.reason))
-        if self._outputs is not None and self._outputs.detections_note:
-            status.values.append(KeyValue(key="detections", value=self._outputs.detections_note))
-        status.values.append(KeyValue(key="backend", value=self._backend_summary()))
-        msg = DiagnosticArray(status=[status])
+        msg = DiagnosticArray(status=[inference_status(self)])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
 
