@@ -43,18 +43,20 @@ def paint_parts(ax, image: np.ndarray, labels: np.ndarray, names: list, parts: l
     (``parts``: (label, score, pixel indices)) where it lies."""
     h, w = image.shape[:2]
     palette = label_colors(max(len(names), 1))
-    shown = image.reshape(-1, 3) * 0.75
+    shown = image.reshape(-1, 3) * 0.6  # dimmed, so the parts stand out
     mask = labels >= 0
-    shown[mask] = 0.35 * shown[mask] + 0.65 * palette[labels[mask]]
+    shown[mask] = 0.15 * shown[mask] + 0.85 * palette[labels[mask]]
     ax.imshow(shown.reshape(h, w, 3))
     for label, score, idx in parts or []:
         idx = np.asarray(idx)
         if len(idx) == 0:
             continue
         v, u = np.median(idx // w), np.median(idx % w)
-        ax.text(u, v, f"{label} {score:.2f}", color="white", fontsize=9, ha="center", va="bottom",
-                bbox={"facecolor": palette[names.index(label)] if label in names else "k", "alpha": 0.8,
-                      "pad": 1.5, "edgecolor": "none"})
+        top = max(0.0, float((idx // w).min()) - 0.08 * h)  # the name above the part, not over it
+        color = palette[names.index(label)] if label in names else (0.0, 0.0, 0.0)
+        ax.annotate(f"{label} {score:.2f}", xy=(u, v), xytext=(u, top), color="white", fontsize=9, ha="center",
+                    va="bottom", arrowprops={"arrowstyle": "-", "color": "white", "lw": 0.8},
+                    bbox={"facecolor": color, "alpha": 0.85, "pad": 1.5, "edgecolor": "none"})
     ax.set_axis_off()
     ax.set_title("camera")
 
