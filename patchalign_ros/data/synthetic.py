@@ -108,16 +108,20 @@ class DepthCapture:
 
 def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box"), width: int = 640,
                    height: int = 480, noise: float = 0.001, gap: float | None = None,
-                   eye=(0.0, -0.55, 0.45)) -> DepthCapture:
+                   eye=(0.0, -0.55, 0.45), grid_spacing: float | None = None) -> DepthCapture:
     """Objects standing apart on a table, captured by a depth camera looking down at them.
     ``gap``: instead of 22 cm apart, side by side along x with this gap between their
-    bounding boxes (0: touching). ``eye``: the camera position (it looks at the scene centre)."""
+    bounding boxes (0: touching). ``eye``: the camera position (it looks at the scene centre).
+    ``grid_spacing``: a cluttered table instead, the objects on a square grid this far apart
+    (the table grows to hold them; place ``eye`` to see them all)."""
     from .shapes import make_shape  # shapes builds on LabeledMesh from this module
 
     o3d = _o3d()
     scene = o3d.t.geometry.RaycastingScene()
-    table = o3d.geometry.TriangleMesh.create_box(1.2, 0.9, 0.02)
-    table.translate((-0.6, -0.45, -0.02))
+    side = int(np.ceil(np.sqrt(len(categories))))
+    sx, sy = (1.2, 0.9) if grid_spacing is None else (max(1.2, side * grid_spacing + 0.3),) * 2
+    table = o3d.geometry.TriangleMesh.create_box(sx, sy, 0.02)
+    table.translate((-sx / 2, -sy / 2, -0.02))
     geom_ids = {scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(table)): (-1, -1)}
     part_names = []
     spacing = 0.22
@@ -125,6 +129,9 @@ def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box")
     for i, cat in enumerate(categories):
         shape = make_shape(cat, rng)
         offset = np.array([(i - (len(categories) - 1) / 2) * spacing, rng.uniform(-0.05, 0.05), 0.0])
+        if grid_spacing is not None:
+            offset = np.array([(i % side - (side - 1) / 2) * grid_spacing, (i // side - (side - 1) / 2) * grid_spacing,
+                               0.0]) + np.r_[rng.uniform(-0.02, 0.02, 2), 0.0]
         yaw = rng.uniform(0, 2 * np.pi)
         rotation = o3d.geometry.TriangleMesh().get_rotation_matrix_from_xyz((0, 0, yaw))
         if gap is not None:  # pack the objects side by side, centred on y = 0
