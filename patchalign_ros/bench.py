@@ -138,8 +138,78 @@ def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10) -> 
             "includes_ros_conversion": msg is not None, "stages_ms": stages}
 
 
+SWEEP_CATEGORIES = ("mug", "bottle", "box", "bowl", "cup", "jar", "canister", "pitcher")
+
+
+def _cluttered(n_objects: int, width: int = 640, height: int = 480):
+    """A generated table with ``n_objects`` on a grid, seen from above and in front."""
+    from .data.synthetic import tabletop_scene
+
+    side = int(np.ceil(np.sqrt(n_objects)))
+    spacing = 0.2
+    reach = side * spacing
+    eye = (0.0, -0.45 - 0.6 * reach, 0.45 + 0.75 * reach)
+    cats = [SWEEP_CATEGORIES[i % len(SWEEP_CATEGORIES)] for i in range(n_objects)]
+    return tabletop_scene(np.random.default_rng(n_objects), categories=cats, width=width, height=height,
+                          grid_spacing=spacing, eye=eye)
+
+
+def clutter_sweep(finder, objects=(1, 4, 8, 16, 32), resolutions=((320, 240), (640, 480), (1280, 800)),
+                  resolution_objects: int = 16, repeat: int = 3, png=None) -> dict:
+    """Stage times against the number of objects (640x480) and against the number of points
+    (``resolution_objects`` objects at each resolution): each stage must grow at most linearly."""
+    def timed(capture):
+        results = []
+        for _ in range(repeat + 1):  # the first one warms caches up
+            results.append(finder.find_parts(capture.points, ["handle"], scene=True))
+        runs = results[1:]
+        stages = {k: round(statistics.median(r.timing_ms.get(k, 0.0) for r in runs), 1)
+                  for k in ("preprocess", "scene", "encoder", "postprocess", "total")}
+        return {"objects_found": len(runs[-1].objects), "points": int(capture.points.shape[0] * capture.points.shape[1]),
+                "stages_ms": stages}
+
+    rows = {"by_objects": [], "by_points": []}
+    for n in objects:
+        row = timed(_cluttered(n))
+        row["objects_placed"] = n
+        rows["by_objects"].append(row)
+    for w, h in resolutions:
+        row = timed(_cluttered(resolution_objects, w, h))
+        row["resolution"] = f"{w}x{h}"
+        rows["by_points"].append(row)
+    if png:
+        _plot_sweep(rows, png)
+        rows["png"] = str(png)
+    return rows
+
+
+def _plot_sweep(rows: dict, png) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, xkey, label in ((axes[0], "by_objects", "objects_found", "objects found (640x480)"),
+                                 (axes[1], "by_points", "points", "points in the frame (16 objects)")):
+        data = rows[key]
+        x = [r[xkey] for r in data]
+        for stage in ("scene", "encoder", "postprocess", "total"):
+            ax.plot(x, [r["stages_ms"][stage] for r in data], marker="o", label=stage,
+                    lw=2.5 if stage == "total" else 1.5)
+        ax.axhline(100.0, color="k", ls=":", lw=1, label="10 Hz")
+        ax.set_xlabel(label)
+        ax.set_ylabel("ms (median)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("patchalign_ros bench: stage cost against clutter and resolution")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
 def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, full_size: bool = True,
-              real_scan=None) -> dict:
+              real_scan=None, sweep: bool = False, sweep_png=None) -> dict:
     from .data.synthetic import tabletop_scene
     from .inference.pipeline import PartFinder, default_checkpoint
     from .model import load_network
@@ -159,6 +229,12 @@ def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, f
 
     pts = torch.from_numpy(np.random.default_rng(1).normal(size=(1, net.cfg.num_points, 3)).astype(np.float32))
     report["grouping_ms"] = round(_time(lambda: net.group(pts), repeat), 2)
+
+    from .model import PatchAlignModel
+    from .model.calibration import choose
+
+    model_id = PatchAlignModel(net, source=str(checkpoint)).model_id
+    report["auto"] = choose(net, device, checkpoint, model_id, recalibrate=True)  # what `auto` picks here, and why
 
     scene = {}
     capture = tabletop_scene(np.random.default_rng(0))
@@ -187,6 +263,11 @@ def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, f
             real[f"{backend}-{precision}"] = real_frame_row(finder, real_scan, repeat=repeat)
         report["real_frame"] = real
 
+    if sweep:
+        finder = PartFinder.load(checkpoint, backend="auto", cache_dir=None)
+        report["clutter_sweep"] = dict(clutter_sweep(finder, repeat=max(2, repeat // 3), png=sweep_png),
+                                       backend=f"auto -> {finder.model.backend_name} {finder.model.backend.precision}")
+
     words = iter(f"part number {i}" for i in range(1000))
     report["text_query_ms"] = {
         "new_query": round(_time(lambda: last_finder.embed_queries([next(words)]), repeat, warmup=1), 2),
@@ -214,6 +295,9 @@ def format_report(report: dict) -> str:
             else:
                 lines.append(f"  {key:22s} {row}")
     lines.append(f"\ngrouping (FPS + kNN, 1 shape): {report['grouping_ms']:.2f} ms")
+    auto = report.get("auto")
+    if auto:
+        lines.append(f"backend auto on this machine -> {' '.join(auto['choice'])}: {auto['reason']}")
     for key, s in report["scene_640x480"].items():
         if isinstance(s, dict):
             lines.append(f"scene 640x480, {s['objects']} objects, {key}: {s['total_ms']:.1f} ms = {s['hz']:.1f} Hz  "
@@ -223,6 +307,15 @@ def format_report(report: dict) -> str:
     for key, r in report.get("real_frame", {}).items():
         lines.append(f"real frame {r['scan']} ({r['points']} points, {r['objects']} objects, {r['queries']}), "
                      f"{key}: {r['end_to_end_ms']:.1f} ms = {r['hz']:.1f} Hz end to end  {r['stages_ms']}")
+    sweep = report.get("clutter_sweep")
+    if sweep:
+        lines.append(f"clutter sweep ({sweep['backend']}), median ms per stage:")
+        for r in sweep["by_objects"]:
+            lines.append(f"  {r['objects_found']:3d} objects (of {r['objects_placed']}), {r['points']} points: "
+                         f"{r['stages_ms']}")
+        for r in sweep["by_points"]:
+            lines.append(f"  {r['resolution']:>9s} ({r['points']} points, {r['objects_found']} objects): "
+                         f"{r['stages_ms']}")
     t = report["text_query_ms"]
     lines.append(f"text query: new {t['new_query']:.2f} ms, cached {t['cached_query']:.3f} ms")
     lines.append(f"peak RSS {report['peak_rss_MB']:.0f} MB; {report['seconds']:.0f} s")

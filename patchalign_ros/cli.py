@@ -389,7 +389,7 @@ def cmd_bench(args) -> int:
     from .bench import format_report, run_bench
 
     report = run_bench(args.checkpoint, args.out, repeat=args.repeat, full_size=not args.skip_full_size,
-                       real_scan=args.real_scan)
+                       real_scan=args.real_scan, sweep=args.sweep, sweep_png=args.sweep_png if args.sweep else None)
     print(format_report(report))
     print(f"report -> {args.out}")
     return 0
@@ -494,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", default="bench_report.json")
     be.add_argument("--repeat", type=int, default=10)
     be.add_argument("--skip-full-size", action="store_true", help="skip the 22 M-parameter random model")
+    be.add_argument("--sweep", action="store_true", help="also time generated tables with 1-32 objects and "
+                                                         "100k-1M points, stage by stage (backend auto)")
+    be.add_argument("--sweep-png", default="bench_sweep.png", help="the sweep's plot")
     be.add_argument("--real-scan", help="an organized real PCD for the real-frame row (default: the development "
                                         "scan ../shared/data/real_scans/mosd/test34.pcd when present)")
     be.set_defaults(func=cmd_bench)

@@ -61,17 +61,64 @@ def test_onnx_export_dynamic_batch_and_parity(tiny_ckpt, tmp_path):
     assert cached[0].stat().st_mtime == mtime  # reused, not re-exported
 
 
-def test_auto_prefers_onnxruntime_on_cpu_and_falls_back(tiny_ckpt, monkeypatch, caplog):
-    assert PatchAlignModel.from_checkpoint(tiny_ckpt, backend="auto").backend_name == "onnxruntime"
+def test_auto_calibrates_once_picks_the_fastest_accurate_backend_and_recovers(tiny_ckpt, monkeypatch, caplog,
+                                                                              tmp_path):
+    from patchalign_ros.model import calibration
+
+    monkeypatch.setenv("PATCHALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first = PatchAlignModel.from_checkpoint(tiny_ckpt, backend="auto")
+    assert first.backend.auto_reason.startswith("calibrated: fastest")
+    [entry] = json.loads(calibration.cache_path().read_text()).values()
+    timed = [r for r in entry["table"] if "score_ms" in r]
+    assert {(r["backend"], r["precision"]) for r in entry["table"]} >= {("torch", "fp32"), ("onnxruntime", "fp32")}
+    assert all(r["min_cosine"] >= 0.999 and r["label_agreement"] >= 0.99 for r in timed)
+    best = min(timed, key=lambda r: r["score_ms"])
+    assert [first.backend_name, first.backend.precision] == [best["backend"], best["precision"]] == entry["choice"]
+    again = PatchAlignModel.from_checkpoint(tiny_ckpt, backend="auto")
+    assert again.backend.auto_reason.startswith("cached: ") and again.backend_name == first.backend_name
+    # the cached choice no longer loads (a library removed): measured again, the other one taken
+    chosen_class = {"onnxruntime": "OnnxRuntimeBackend", "torch": "TorchBackend"}[first.backend_name]
 
     def broken(*args, **kwargs):
         raise BackendError("simulated load failure")
 
-    monkeypatch.setattr(backends_module, "OnnxRuntimeBackend", broken)
+    monkeypatch.setattr(backends_module, chosen_class, broken)
     with caplog.at_level(logging.WARNING, logger="patchalign_ros.backends"):
         model = PatchAlignModel.from_checkpoint(tiny_ckpt, backend="auto")
-    assert model.backend_name == "torch"
-    assert "simulated load failure" in caplog.text
+    assert model.backend_name != first.backend_name and "simulated load failure" in caplog.text
+    assert "unavailable: BackendError: simulated load failure" in model.backend.auto_reason
+
+
+def test_auto_refuses_a_fast_backend_that_does_not_match_fp32(tiny_ckpt, monkeypatch, tmp_path):
+    from patchalign_ros.model import calibration
+
+    monkeypatch.setenv("PATCHALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    real = backends_module.make_backend
+
+    class Sloppy:  # instant, and wrong
+        name, precision = "torch", "bf16"
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, neighborhood, centers):
+            out = self.inner.run(neighborhood, centers)
+            return out + 0.2 * torch.randn_like(out)
+
+    def make(name, net, device, weights, model_id, precision):
+        if (name, precision) == ("torch", "bf16"):
+            return Sloppy(real("torch", net, device, weights, model_id, "fp32"))
+        return real(name, net, device, weights, model_id, precision)
+
+    monkeypatch.setattr(backends_module, "make_backend", make)
+    monkeypatch.setattr(calibration, "candidates", lambda device, precision: [("torch", "bf16"), ("torch", "fp32")])
+    net = random_net(seed=4)
+    entry = calibration.calibrate(net, "cpu", None, "sloppy-test")
+    sloppy = entry["table"][0]
+    assert "not accurate enough" in sloppy["refused"] and sloppy["min_cosine"] < 0.999
+    assert entry["choice"] == ["torch", "fp32"] and "refused torch bf16" in entry["reason"]
+    cos, agree = calibration.accuracy(torch.ones(2, 3, 8), torch.ones(2, 3, 8))
+    assert cos == pytest.approx(1.0) and agree == 1.0
 
 
 def test_tensorrt_absent_is_a_clear_error(tiny_ckpt):
@@ -154,7 +201,7 @@ def test_precision_is_honoured_or_refused(tmp_path):
 
     net = random_net(seed=4)
     weights = save_network(net, tmp_path / "m.safetensors")
-    with pytest.raises(BackendError, match="fp32 graph"):
+    with pytest.raises(BackendError, match="fp32 or int8 graph"):
         make_backend("onnxruntime", net, "cpu", weights, "id", "bf16")
     with pytest.raises(BackendError, match="needs a CUDA device"):
         make_backend("torch", net, "cpu", weights, "id", "fp16")
@@ -162,6 +209,7 @@ def test_precision_is_honoured_or_refused(tmp_path):
         PatchAlignModel.from_checkpoint(weights, backend="torch-eager", precision="bf16")
     with pytest.raises(BackendError, match="no CUDAExecutionProvider"):
         make_backend("onnxruntime", net, "cuda", weights, "id", "fp32")
-    assert make_backend("auto", net, "cpu", weights, "id", "bf16").name == "torch"  # never lowers precision
+    asked = make_backend("auto", net, "cpu", weights, "id", "bf16")  # a precision asked for is kept
+    assert (asked.name, asked.precision) == ("torch", "bf16")
     auto = make_backend("auto", net, "cpu", weights, "id", "fp32")
-    assert auto.name == "onnxruntime" and auto.providers == ["CPUExecutionProvider"]
+    assert auto.name in ("onnxruntime", "torch") and auto.precision in ("fp32", "int8", "bf16")

@@ -5,6 +5,8 @@ z = 0, with randomised proportions. PART_SYNONYMS gives the names a user may ask
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .synthetic import LabeledMesh
@@ -658,7 +660,8 @@ def unseen_part_names() -> list:
 _NAME_STOPWORDS = {"a", "an", "the", "of", "under", "on", "off"}
 
 
-def related_words(name: str) -> set:
+@functools.lru_cache(maxsize=4096)  # asked for every query and competitor of every frame
+def related_words(name: str) -> frozenset:
     """The words of ``name`` and of every synonym of every part it names ("grip" -> the handle's
     names: handle, grip, grab, holder). Two names sharing a word may mean the same part."""
     from ..text.prompts import clean_label
@@ -669,19 +672,24 @@ def related_words(name: str) -> set:
         cleaned = {clean_label(s) for s in synonyms} | {clean_label(part)}
         if name in cleaned:
             names |= cleaned
-    return {w for n in names for w in n.split()} - _NAME_STOPWORDS
+    return frozenset({w for n in names for w in n.split()} - _NAME_STOPWORDS)
 
 
 def synonym_group(name: str) -> list:
     """``name`` and the other names of the one part it names (for a prompt ensemble over
     synonyms: "grip" -> grip, handle, grab handle, holder); just ``name`` when it names no part
     or more than one ("lip": a spout's or a rim's)."""
+    return list(_synonym_group(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _synonym_group(name: str) -> tuple:
     from ..text.prompts import clean_label
 
     cleaned = clean_label(name)
     owners = [part for part, synonyms in PART_SYNONYMS.items()
               if cleaned == clean_label(part) or cleaned in {clean_label(s) for s in synonyms}]
     if len(owners) != 1:
-        return [name]
+        return (name,)
     others = [s for s in PART_SYNONYMS[owners[0]] if clean_label(s) != cleaned]
-    return [name] + others
+    return tuple([name] + others)

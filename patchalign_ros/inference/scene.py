@@ -470,46 +470,64 @@ class SceneSegmenter:
             contact = coo_matrix((np.ones(len(a)), (a, b)), shape=(k, k)).tocsr()
             smooth = np.tile(~cut[across], 2).astype(np.float64)
             smooth_contact = coo_matrix((smooth, (a, b)), shape=(k, k)).tocsr()
+            by_seg = np.argsort(seg, kind="stable")  # each segment's voxels: by_seg[first[s]:first[s + 1]]
+            first = np.searchsorted(seg[by_seg], np.arange(k + 1))
             changed = False
+            # rows read straight from the CSR arrays into dense buffers that are cleared after
+            # each segment: O(neighbours) per segment, not O(segments)
+            touching, smooth_row = np.zeros(k), np.zeros(k)
             for s in np.argsort(size):  # smallest first
                 if size[s] == 0:
                     continue
-                row = contact.getrow(s)
-                touching = row.toarray()[0]
-                neighbours = row.indices
+                contacts = contact.indices[contact.indptr[s]:contact.indptr[s + 1]]
+                touching[contacts] = contact.data[contact.indptr[s]:contact.indptr[s + 1]]
+                smooth_row[smooth_contact.indices[smooth_contact.indptr[s]:smooth_contact.indptr[s + 1]]] = \
+                    smooth_contact.data[smooth_contact.indptr[s]:smooth_contact.indptr[s + 1]]
+                neighbours = contacts
                 via_gap = False
-                if (not on_plane[s] or thin[s]) and size[s] < cfg.min_segment_share * size.max():
+                if len(contacts) == 0 and (not on_plane[s] or thin[s]) and size[s] < cfg.min_segment_share * size.max():
                     # a small piece off the plane may be cut off by a gap of missing depth (a
                     # moulded handle's edges): look for what lies within gap_eps of it
-                    mine = np.flatnonzero(seg == s)
+                    mine = by_seg[first[s]:first[s + 1]]
                     near = np.concatenate(tree.query_ball_point(tree.data[mine[:: max(1, len(mine) // 100)]],
                                                                 cfg.gap_eps)).astype(np.int64)
-                    if not touching.any():
-                        touching = np.bincount(seg[near], minlength=k).astype(np.float64)
-                        touching[s] = 0
-                        neighbours, via_gap = np.flatnonzero(touching), True
-                if len(neighbours) == 0:
-                    continue
-                smooth_share = smooth_contact.getrow(s).toarray()[0] / np.maximum(touching, 1)
-                for nb in row.indices[(smooth_share[row.indices] >= cfg.smooth_boundary_share)
-                                      & (touching[row.indices] >= 3)]:
-                    changed |= join(s, nb)
-                if concave_share[s] > cfg.concave_segment_share:
-                    changed |= join(s, neighbours[np.argmax(touching[neighbours])])
-                    continue
-                larger = neighbours[size[neighbours] > size[s]]
-                if len(larger):
-                    best = larger[np.argmax(touching[larger])]
-                    on_side = low[s] < high[best] - 2 * cfg.voxel_size  # reaches below its top
-                    # a thin piece (a handle loop, a lug) reaching down to the plane is still a part
-                    share = (cfg.min_segment_share if thin[s] else 0.0) if on_plane[s] else \
-                        cfg.min_segment_share if on_side else 0.0 if via_gap else cfg.min_stacked_share
-                    if size[s] < max(cfg.min_segment_points, share * size[best]):
-                        changed |= join(s, best)
+                    found, counts_near = np.unique(seg[near], return_counts=True)
+                    keep = found != s
+                    neighbours, via_gap = found[keep], True
+                    touching[neighbours] = counts_near[keep]
+                try:
+                    if len(neighbours):
+                        changed |= self._merge_one(s, neighbours, contacts, touching, smooth_row, size, thin,
+                                                   on_plane, low, high, concave_share, via_gap, join)
+                finally:
+                    touching[neighbours] = 0
+                    touching[contacts] = 0
+                    smooth_row[contacts] = 0
             if not changed:
                 break
         seg = np.array([root(x) for x in range(len(parent))])[label]
         return np.unique(seg, return_inverse=True)[1].reshape(-1)
+
+    def _merge_one(self, s, neighbours, contacts, touching, smooth_row, size, thin, on_plane, low, high,
+                   concave_share, via_gap, join) -> bool:
+        """The joins of segment ``s`` (see _merge_segments); True when any was made."""
+        cfg = self.config
+        changed = False
+        smooth_share = smooth_row[contacts] / np.maximum(touching[contacts], 1)
+        for nb in contacts[(smooth_share >= cfg.smooth_boundary_share) & (touching[contacts] >= 3)]:
+            changed |= join(s, nb)
+        if concave_share[s] > cfg.concave_segment_share:
+            return join(s, neighbours[np.argmax(touching[neighbours])]) or changed
+        larger = neighbours[size[neighbours] > size[s]]
+        if len(larger):
+            best = larger[np.argmax(touching[larger])]
+            on_side = low[s] < high[best] - 2 * cfg.voxel_size  # reaches below its top
+            # a thin piece (a handle loop, a lug) reaching down to the plane is still a part
+            share = (cfg.min_segment_share if thin[s] else 0.0) if on_plane[s] else \
+                cfg.min_segment_share if on_side else 0.0 if via_gap else cfg.min_stacked_share
+            if size[s] < max(cfg.min_segment_points, share * size[best]):
+                changed |= join(s, best)
+        return changed
 
 
 def _thin_segments(seg: np.ndarray, k: int, vox: np.ndarray, counts: np.ndarray, max_std: float,

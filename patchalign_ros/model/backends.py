@@ -8,14 +8,17 @@ patch embedding, transformer and projection.
                      present);
 * ``tensorrt``     - a native TensorRT engine (built from the ONNX graph, cached per model hash,
                      TensorRT version, GPU and precision);
-* ``auto``         - the fastest that loads *at the requested precision* (it never lowers the
-                     precision by itself): on a GPU tensorrt > torch; on a CPU, fp32:
-                     onnxruntime > torch (bench, default model, batch 8: 3.1 vs 3.6 ms/shape),
-                     bf16: torch. Each failure is logged and the next is tried.
+* ``auto``         - measured on this machine (``calibration.py``): every backend and
+                     precision that runs here and matches fp32 (patch cosine >= 0.999, labels
+                     >= 99 %) is timed once, the fastest is used and the choice cached. With
+                     precision fp32 (the default) auto may pick bf16 or int8 when they pass that
+                     check; with another precision it keeps to it. The reason is kept on the
+                     backend (``auto_reason``) for bench and the node's diagnostics.
 
 Precision is honoured or refused: torch runs fp32, bf16 (CPU or CUDA) and fp16 (CUDA);
-onnxruntime runs the fp32 graph only; tensorrt fp32 or fp16. No backend changes the network
-it was built from (the fused encoder works on copies; exports use copies).
+onnxruntime runs the fp32 graph and an int8 one (dynamic quantisation of its weights, made
+once beside the fp32 export); tensorrt fp32 or fp16. No backend changes the network it was
+built from (the fused encoder works on copies; exports use copies).
 """
 from __future__ import annotations
 
@@ -92,8 +95,10 @@ def export_onnx(net, path, opset: int = 17, batch: int = 2, module=None) -> Path
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path, device: str = "cpu", threads: int = 0):
+    def __init__(self, onnx_path, device: str = "cpu", threads: int = 0, precision: str = "fp32"):
         import onnxruntime as ort
+
+        self.precision = precision
 
         available = ort.get_available_providers()
         if device.startswith("cuda") and "CUDAExecutionProvider" not in available:
@@ -116,6 +121,19 @@ class OnnxRuntimeBackend:
         out = self.session.run(["patch_features"], {"neighborhood": neighborhood.cpu().numpy().astype(np.float32),
                                                     "centers": centers.cpu().numpy().astype(np.float32)})[0]
         return torch.from_numpy(out)
+
+
+def quantized_onnx(fp32_path: Path) -> Path:
+    """The int8 graph of an fp32 export (weights quantised per channel, activations
+    dynamically), cached beside it."""
+    path = Path(fp32_path).with_name(Path(fp32_path).stem + ".int8.onnx")
+    if not path.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
+        quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(tmp, path)
+    return path
 
 
 def cached_onnx(net, weights_path: Path | None, model_id: str) -> Path:
@@ -165,33 +183,44 @@ class TensorRTBackend:
 
 def make_backend(name: str, net, device: str = "cpu", weights_path=None, model_id: str = "in-memory",
                  precision: str = "fp32"):
-    """Build a backend by name; ``auto`` tries the fastest first and falls back with a warning."""
+    """Build a backend by name; ``auto``: the calibrated choice for this machine (see above)."""
     if name == "auto":
-        if device.startswith("cuda"):
-            order = ["tensorrt", "torch"] if precision in ("fp32", "fp16") else ["torch"]
-        else:
-            order = ["onnxruntime", "torch"] if precision == "fp32" else ["torch"]
-        errors = []
-        for candidate in order:
+        from .calibration import choose
+
+        wanted = None if precision == "fp32" else precision
+        for attempt in range(2):
             try:
-                return make_backend(candidate, net, device, weights_path, model_id, precision)
-            except (BackendError, ImportError, OSError) as exc:
-                log.warning("backend %s unavailable (%s); trying the next", candidate, exc)
-                errors.append(f"{candidate}: {exc}")
-        raise BackendError("no backend could be loaded: " + "; ".join(errors))
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise BackendError(f"unknown precision {precision!r} (fp32 | fp16 | bf16)")
+                entry = choose(net, device, weights_path, model_id, wanted, recalibrate=attempt > 0)
+            except RuntimeError as exc:
+                raise BackendError(f"backend auto: {exc}") from None
+            try:
+                backend = make_backend(*entry["choice"][:1], net, device, weights_path, model_id, entry["choice"][1])
+            except (BackendError, ImportError, OSError) as exc:  # a stale cache entry: measure again
+                log.warning("backend auto: the cached choice %s fails here (%s); calibrating again",
+                            entry["choice"], exc)
+                continue
+            backend.auto_reason = ("cached: " if entry.get("cached") else "calibrated: ") + entry["reason"]
+            log.info("backend auto -> %s %s (%s)", *entry["choice"], backend.auto_reason)
+            return backend
+        raise BackendError("backend auto: the calibrated choice cannot be built here")
+    if precision not in ("fp32", "fp16", "bf16", "int8"):
+        raise BackendError(f"unknown precision {precision!r} (fp32 | fp16 | bf16 | int8)")
+    if precision == "int8" and name != "onnxruntime":
+        raise BackendError("int8 runs on backend onnxruntime (a dynamically quantised graph)")
     if name == "torch":
         return TorchBackend(net, device, precision)
     if name == "onnxruntime":
-        if precision != "fp32":
-            raise BackendError(f"onnxruntime runs the fp32 graph; precision {precision} is not available there "
-                               "(use backend torch for bf16, or tensorrt for fp16)")
+        if precision not in ("fp32", "int8"):
+            raise BackendError(f"onnxruntime runs the fp32 or int8 graph; precision {precision} is not available "
+                               "there (use backend torch for bf16, or tensorrt for fp16)")
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             raise BackendError("onnxruntime is not installed") from None
-        return OnnxRuntimeBackend(cached_onnx(net, weights_path, model_id), device)
+        graph = cached_onnx(net, weights_path, model_id)
+        if precision == "int8":
+            graph = quantized_onnx(graph)
+        return OnnxRuntimeBackend(graph, device, precision=precision)
     if name == "tensorrt":
         if precision == "bf16":
             raise BackendError("the TensorRT backend builds fp32 or fp16 engines, not bf16")
