@@ -53,6 +53,7 @@ def test_launch_readme_commands_and_ctrl_c(ros2_env, cloud_publisher):
     launch = Launch(ros2_env, "queries:=handle", "use_rviz:=true", "backend:=auto", "reliability:=reliable")
     try:
         assert launch.wait_for("text encoder minilm"), launch.text()[-3000:]
+        assert launch.wait_for("backend auto: "), launch.text()[-3000:]  # the measured choice, and why
         assert "rviz2 is not installed here" in launch.text()  # one clear line, nothing orphaned
         assert "TracerWarning" not in launch.text()
         got = ros2(ros2_env, "param", "get", NODE, "queries")

@@ -50,4 +50,7 @@ def inference_status(node) -> DiagnosticStatus:
     if node._outputs is not None and node._outputs.detections_note:
         status.values.append(KeyValue(key="detections", value=node._outputs.detections_note))
     status.values.append(KeyValue(key="backend", value=node._backend_summary()))
+    reason = getattr(getattr(node._finder, "model", None) and node._finder.model.backend, "auto_reason", "")
+    if reason:
+        status.values.append(KeyValue(key="backend_auto", value=reason))
     return status

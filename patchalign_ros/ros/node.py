@@ -126,6 +126,9 @@ class PerceptionNode(LifecycleNode):
         cfg = self._finder.model.config
         self.get_logger().info(f"model {cfg.name} ({cfg.depth} blocks, {cfg.trans_dim}-d, G={cfg.num_group}) on "
                                f"{self._finder.model.backend_name} with text encoder {self._finder.embedder.encoder.name}")
+        reason = getattr(self._finder.model.backend, "auto_reason", "")
+        if reason:
+            self.get_logger().info(f"backend auto: {reason}")
         self._outputs = OutputPublishers(self, bool(self.p("publish_detections")))
         self._frames = Frames(self, self.p("target_frame"), self.p("gravity_frame"))
         if self._frames.reason:
