@@ -386,6 +386,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.gpu:
+        from .gpu_check import run_gpu_check
+
+        return run_gpu_check(args.out, device=args.gpu_device, repeat=args.repeat * 2,
+                             full_size=not args.skip_full_size)
     from .bench import format_report, run_bench
 
     report = run_bench(args.checkpoint, args.out, repeat=args.repeat, full_size=not args.skip_full_size,
@@ -497,6 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--sweep", action="store_true", help="also time generated tables with 1-32 objects and "
                                                          "100k-1M points, stage by stage (backend auto)")
     be.add_argument("--sweep-png", default="bench_sweep.png", help="the sweep's plot")
+    be.add_argument("--gpu", action="store_true", help="the CUDA check instead (scripts/gpu_check.sh): encoder "
+                                                       "fp32/fp16/bf16 at batch 1/8/32, onnxruntime-gpu, TensorRT, "
+                                                       "frames end to end; exits 3 without CUDA")
+    be.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # cpu: the same sections, for tests
     be.add_argument("--real-scan", help="an organized real PCD for the real-frame row (default: the development "
                                         "scan ../shared/data/real_scans/mosd/test34.pcd when present)")
     be.set_defaults(func=cmd_bench)
