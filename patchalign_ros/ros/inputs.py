@@ -29,7 +29,6 @@ class Frame:
     header: object                 # std_msgs/Header of the input (stamp, frame_id)
     points: np.ndarray             # (H, W, 3) organized or (N, 3), NaN where invalid
     colors: np.ndarray | None = None   # (H*W, 3) uint8 RGB, for organized input with colour
-    intrinsics: object = None      # CameraIntrinsics for depth input (pictures)
 
 
 class CloudInput:
@@ -97,7 +96,7 @@ class DepthInput:
                 raise DepthFormatError(f"the colour image is {rgb.shape[1]}x{rgb.shape[0]} but the depth image "
                                        f"{depth.shape[1]}x{depth.shape[0]}: register them (aligned_depth_to_color)")
             colors = rgb.reshape(-1, 3)
-        return Frame(depth_msg.header, points, colors, intrinsics)
+        return Frame(depth_msg.header, points, colors)
 
     def status(self, stale_s: float) -> str:
         """Why images arrive but no pair comes out, or ""."""

@@ -79,10 +79,10 @@ SCENE_FIELDS = [name.split(".", 1)[1] for name in PARAMETERS if name.startswith(
 UP_FIELDS = ("up_tolerance_deg", "body_up_tolerance_deg", "gravity_tolerance_deg")  # SceneConfig fields too
 # Take effect only at configure: read-only after start (change them with a new launch).
 READ_ONLY = {"checkpoint", "model_registry", "backend", "precision", "device", "text_encoder", "threads",
-             "autostart", "qos_depth", "input", "use_color"}
+             "autostart", "qos_depth", "input", "use_color", "sync_slop_s"}
 # name -> (low, high) inclusive ranges
 RANGES = {"score_threshold": (0.0, 1.0), "part_min_mean_score": (0.0, 1.0), "max_part_fraction": (0.0, 1.0),
-          "presence_threshold": (0.0, 1.0), "depth_scale": (0.0, 1000.0), "sync_slop_s": (0.0, 10.0),
+          "presence_threshold": (0.0, 1.0), "depth_scale": (0.0, 1000.0), "sync_slop_s": (0.001, 10.0),
           "max_rate_hz": (0.01, 1000.0), "qos_depth": (1, 1000), "stale_input_s": (0.1, 3600.0),
           "tf_timeout_s": (0.0, 10.0), "up_tolerance_deg": (1.0, 89.0), "body_up_tolerance_deg": (1.0, 89.0),
           "gravity_tolerance_deg": (1.0, 89.0), "service_timeout_s": (0.0, 3600.0), "max_wait_s": (0.0, 3600.0),
