@@ -50,7 +50,8 @@ def inference_status(node) -> DiagnosticStatus:
     if node._outputs is not None and node._outputs.detections_note:
         status.values.append(KeyValue(key="detections", value=node._outputs.detections_note))
     status.values.append(KeyValue(key="backend", value=node._backend_summary()))
-    reason = getattr(getattr(node._finder, "model", None) and node._finder.model.backend, "auto_reason", "")
+    finder = node._finder
+    reason = getattr(finder.model.backend, "auto_reason", "") if finder is not None else ""
     if reason:
         status.values.append(KeyValue(key="backend_auto", value=reason))
     return status
