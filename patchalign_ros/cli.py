@@ -108,7 +108,10 @@ def cmd_segment(args) -> int:
     if args.threshold is not None:
         config.score_threshold = args.threshold
     finder = PartFinder.load(args.model or args.checkpoint, text_encoder=args.text_encoder, device=args.device,
-                             config=config, registry=args.registry)
+                             config=config, registry=args.registry, backend=args.backend, precision=args.precision)
+    reason = getattr(finder.model.backend, "auto_reason", "")
+    if reason:
+        print(f"backend auto: {reason}", file=sys.stderr)
     cloud = points.reshape(shape[0], shape[1], 3) if shape else points
     if args.name_all:
         result = finder.name_parts(cloud, queries, scene=scene, category=args.category, up=up, frame=args.frame)
@@ -465,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--sampling", choices=["random", "fps"])
     seg.add_argument("--no-keypoints", action="store_true")
     seg.add_argument("--device", default="cpu")
+    seg.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "auto", "torch-eager"],
+                     help="encoder backend; auto: measured on this machine once, then cached (see README)")
+    seg.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
     seg.add_argument("--out", required=True, help="result JSON")
     seg.add_argument("--png", help="picture of the labelled points with a legend (organized / depth input: the "
                                    "camera image with the parts painted on it, beside the 3D views)")

@@ -159,3 +159,15 @@ def test_ycb_masks_and_evaluate_real_data_arguments(checkpoint, tmp_path):
     missing = run_cli("evaluate", "--checkpoint", checkpoint, "--real-data", tmp_path / "nowhere",
                       "--splits", "unseen", "--shapes-per-category", 1, "--out-dir", tmp_path / "ev")
     assert missing.returncode == 2 and "--real-data" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_segment_with_backend_auto_says_what_it_chose(checkpoint, mug_file, tmp_path):
+    env_cache = tmp_path / "cache"
+    out = tmp_path / "r.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATCHALIGN_CACHE_DIR=str(env_cache))
+    proc = subprocess.run([sys.executable, "-m", "patchalign_ros", "segment", str(mug_file), "--queries", "handle",
+                           "--checkpoint", str(checkpoint), "--object", "--backend", "auto", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "backend auto: calibrated: fastest of those matching fp32" in proc.stderr
+    assert json.loads(out.read_text())["num_points"] == 3000
