@@ -295,9 +295,22 @@ def cmd_ycb_masks(args) -> int:
 
 
 def cmd_fit_sensor(args) -> int:
-    from .data.sensors import SENSORS, fit_kinect_quantisation
+    from .data.sensors import SENSORS, fit_active_stereo, fit_kinect_quantisation
     from .evaluation.real_scans import find_scans
 
+    if args.realsense:
+        frames = sorted(Path(args.realsense).glob("*.npy"))
+        if not frames:
+            raise UsageError(f"no .npy RGB-D frames in {args.realsense}")
+        fit = fit_active_stereo(frames)
+        model = SENSORS["active_stereo"]
+        fit["active_stereo_model"] = {"white_sigma": model.white_sigma, "flying": model.flying,
+                                      "hole_chance": model.hole_chance, "hole_fraction": model.hole_fraction}
+        text = json.dumps(fit, indent=2)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text)
+        return 0
     scans = find_scans(args.scans)
     if not scans:
         raise UsageError("no PCD scans found")
@@ -590,8 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
     ym.set_defaults(func=cmd_ycb_masks)
 
     fs = sub.add_parser("fit-sensor", help="measure a Kinect-class sensor on organized scans (depth steps, table "
-                                           "plane scatter): the numbers behind the kinect sensor model")
-    fs.add_argument("scans", nargs="+", help="PCD files or directories (mOSD-style: label 1 = table)")
+                                           "plane scatter), or with --realsense an active-stereo one on RGB-D "
+                                           "frames (noise against range, object holes, floating edge pixels)")
+    fs.add_argument("scans", nargs="*", help="PCD files or directories (mOSD-style: label 1 = table)")
+    fs.add_argument("--realsense", help="a directory of realsense_6dof-style .npy RGB-D frames instead")
     fs.add_argument("--out", help="write the JSON here too")
     fs.set_defaults(func=cmd_fit_sensor)
 

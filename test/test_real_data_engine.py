@@ -200,3 +200,15 @@ def test_real_part_masks_land_on_the_right_objects(tmp_path):
     bottle = annotated_bottle_cases(SHARED / "annotated_shapes" / "partnet_mobility_bottle_3763")
     lid = next(c for c in bottle if c.query == "lid")
     assert (lid.points[lid.truth] @ lid.up).min() > np.median(lid.points @ lid.up)
+
+
+@pytest.mark.skipif(not (SHARED / "real_scans" / "realsense_6dof" / "blue_mug.npy").is_file(),
+                    reason="no ../shared RealSense frames")
+def test_active_stereo_noise_matches_the_real_realsense_frames():
+    from patchalign_ros.data.sensors import fit_active_stereo
+
+    fit = fit_active_stereo(sorted((SHARED / "real_scans" / "realsense_6dof").glob("*.npy")))
+    assert fit["frames"] == 10
+    assert fit["white_sigma_k"] == pytest.approx(SENSORS["active_stereo"].white_sigma, rel=0.2)
+    assert fit["depth_step_m"] == pytest.approx(1e-4, rel=0.05)
+    assert 0.0 < fit["object_hole_fraction"]["median"] < 0.05 and fit["edge_pixels"] > 500
