@@ -61,6 +61,22 @@ class CameraIntrinsics:
         return np.stack([p[:, 0] * self.fx / z + self.cx, p[:, 1] * self.fy / z + self.cy], axis=1)
 
 
+def silhouette(points: np.ndarray, k, shape, closing: int = 2) -> np.ndarray:
+    """(H, W) bool: the pixels ``points`` (optical frame, (N, 3)) fall on through the 3x3 K,
+    closed by ``closing`` iterations so that the gaps between projected points fill in."""
+    from scipy.ndimage import binary_closing
+
+    k = np.asarray(k, dtype=np.float64)
+    h, w = shape
+    p = np.asarray(points, dtype=np.float64)
+    u = np.round(p[:, 0] * k[0, 0] / p[:, 2] + k[0, 2]).astype(int)
+    v = np.round(p[:, 1] * k[1, 1] / p[:, 2] + k[1, 2]).astype(int)
+    ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    hit = np.zeros((h, w), dtype=bool)
+    hit[v[ok], u[ok]] = True
+    return binary_closing(hit, iterations=closing) if closing else hit
+
+
 def depth_to_metres(depth: np.ndarray, encoding: str | None = None, depth_scale: float | None = None) -> np.ndarray:
     """float64 metres, NaN where there is no reading. ``depth_scale`` (metres per unit)
     overrides the encoding's; without an encoding, integer images are millimetres and float

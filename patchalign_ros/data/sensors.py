@@ -163,20 +163,16 @@ def fit_active_stereo(frames) -> dict:
     and the object's own points): the table plane's robust scatter per 10 cm range band (robust
     refits away from the object), the depth step, the share of the object's silhouette without
     depth, and floating pixels at depth edges."""
-    from scipy.ndimage import binary_closing, binary_dilation
+    from scipy.ndimage import binary_dilation
+
+    from ..depth_image import silhouette as project_silhouette
 
     scatter, steps, holes, edges, floating = {}, [], [], 0, 0.0
     for path in frames:
         data = np.load(path, allow_pickle=True, encoding="latin1").item()  # the dataset's own format
         z, k = np.asarray(data["depth"], dtype=np.float64), np.asarray(data["intrinsics_matrix"], dtype=np.float64)
         h, w = z.shape
-        pc = np.asarray(data["smoothed_object_pc"], dtype=np.float64)
-        u = np.round(pc[:, 0] * k[0, 0] / pc[:, 2] + k[0, 2]).astype(int)
-        v = np.round(pc[:, 1] * k[1, 1] / pc[:, 2] + k[1, 2]).astype(int)
-        ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-        silhouette = np.zeros((h, w), dtype=bool)
-        silhouette[v[ok], u[ok]] = True
-        silhouette = binary_closing(silhouette, iterations=2)
+        silhouette = project_silhouette(data["smoothed_object_pc"], k, z.shape)
         holes.append(float(np.mean(~np.isfinite(z[silhouette]))))
         uu, vv = np.meshgrid(np.arange(w), np.arange(h))
         xyz = np.stack([(uu - k[0, 2]) * z / k[0, 0], (vv - k[1, 2]) * z / k[1, 1], z], axis=-1)

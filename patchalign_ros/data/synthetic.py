@@ -106,6 +106,20 @@ class DepthCapture:
     camera_pose: np.ndarray   # camera-to-world
 
 
+def _placed_parts(shape, category: str, rotation, offset, part_names: list):
+    """(mesh turned by ``rotation`` and moved to ``offset``, index of "category:part" in
+    ``part_names``, added when new) for each part of ``shape``."""
+    o3d = _o3d()
+    for name, mesh in shape.parts:
+        m = o3d.geometry.TriangleMesh(mesh)
+        m.rotate(rotation, center=(0, 0, 0))
+        m.translate(offset)
+        key = f"{category}:{name}"
+        if key not in part_names:
+            part_names.append(key)
+        yield m, part_names.index(key)
+
+
 def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box"), width: int = 640,
                    height: int = 480, noise: float = 0.001, gap: float | None = None,
                    eye=(0.0, -0.55, 0.45), grid_spacing: float | None = None) -> DepthCapture:
@@ -140,14 +154,8 @@ def tabletop_scene(rng: np.random.Generator, categories=("mug", "bottle", "box")
             cursor = -0.25 if cursor is None else cursor
             offset = np.array([cursor - lo[0], -(lo[1] + hi[1]) / 2, 0.0])
             cursor = offset[0] + hi[0] + gap
-        for name, mesh in shape.parts:
-            m = o3d.geometry.TriangleMesh(mesh)
-            m.rotate(rotation, center=(0, 0, 0))
-            m.translate(offset)
-            key = f"{cat}:{name}"
-            if key not in part_names:
-                part_names.append(key)
-            geom_ids[scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(m))] = (i, part_names.index(key))
+        for m, part in _placed_parts(shape, cat, rotation, offset, part_names):
+            geom_ids[scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(m))] = (i, part)
     pose = look_at(eye=eye, target=(0.0, 0.0, 0.05))
     fx = fy = 525.0 * width / 640
     intrinsic = np.array([[fx, 0, width / 2 - 0.5], [0, fy, height / 2 - 0.5], [0, 0, 1]])
@@ -210,14 +218,8 @@ def lidar_sweep(rng: np.random.Generator, categories=("mug", "bottle", "box"), b
         shape = make_shape(cat, rng)
         offset = np.array([table_distance + rng.uniform(-0.1, 0.1), (i - (len(categories) - 1) / 2) * 0.3, top_z])
         rotation = o3d.geometry.TriangleMesh().get_rotation_matrix_from_xyz((0, 0, rng.uniform(0, 2 * np.pi)))
-        for name, mesh in shape.parts:
-            m = o3d.geometry.TriangleMesh(mesh)
-            m.rotate(rotation, center=(0, 0, 0))
-            m.translate(offset)
-            key = f"{cat}:{name}"
-            if key not in part_names:
-                part_names.append(key)
-            add(m, i, part_names.index(key))
+        for m, part in _placed_parts(shape, cat, rotation, offset, part_names):
+            add(m, i, part)
     elevation = np.radians(np.linspace(fov_deg[0], fov_deg[1], beams))
     azimuth = np.linspace(-np.pi, np.pi, azimuth_steps, endpoint=False)
     el, az = np.meshgrid(elevation, azimuth, indexing="ij")

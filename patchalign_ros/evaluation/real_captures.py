@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..depth_image import CameraIntrinsics, deproject
+from ..depth_image import CameraIntrinsics, deproject, silhouette
 
 QUERY_ATTRIBUTE = {"handle": "handle", "grip": "handle", "cap": "closure", "lid": "closure"}
 
@@ -119,16 +119,7 @@ def _realsense_capture(path: Path) -> Capture:
     data = np.load(path, allow_pickle=True, encoding="latin1").item()  # the dataset's own format
     depth, k = np.asarray(data["depth"], dtype=np.float64), np.asarray(data["intrinsics_matrix"], dtype=np.float64)
     cloud = deproject(depth, CameraIntrinsics.from_k(k))
-    h, w = depth.shape
-    pc = np.asarray(data["smoothed_object_pc"], dtype=np.float64)
-    u = np.round(pc[:, 0] * k[0, 0] / pc[:, 2] + k[0, 2]).astype(int)
-    v = np.round(pc[:, 1] * k[1, 1] / pc[:, 2] + k[1, 2]).astype(int)
-    ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    hit = np.zeros((h, w), dtype=bool)
-    hit[v[ok], u[ok]] = True
-    from scipy.ndimage import binary_closing
-
-    hit = binary_closing(hit, iterations=2)
+    hit = silhouette(data["smoothed_object_pc"], k, depth.shape)
     mask = hit & np.isfinite(depth)
     obj = np.where(mask, 2, 0).reshape(-1)
     name = path.stem
