@@ -111,6 +111,21 @@ def _reference(frame, up=None):
                              frame=CAMERA_FRAME, up=up)
 
 
+def _ask_until(executor, client, done, timeout_s: float):
+    """Call ~/query_parts for "handle" until ``done(answer)`` or the time is up; the last answer."""
+    from patchalign_ros.srv import QueryParts
+
+    answer, deadline = None, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        future = client.call_async(QueryParts.Request(queries=["handle"], timeout_s=5.0))
+        executor.spin_until_future_complete(future, timeout_sec=60)
+        answer = future.result()
+        if answer is not None and done(answer):
+            break
+        time.sleep(0.5)
+    return answer
+
+
 def test_depth_input_target_frame_and_detections(ros2_env, rclpy_context, frame):
     import sys
 
@@ -181,14 +196,7 @@ def test_best_effort_depth_images_arrive_and_answer_the_service(ros2_env, rclpy_
     try:
         assert launch.wait_for("subscribed to /test_depth/camera_info", 120), launch.text()[-3000:]
         assert "best_effort" in launch.text()
-        answer = None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            future = client.call_async(QueryParts.Request(queries=["handle"], timeout_s=5.0))
-            executor.spin_until_future_complete(future, timeout_sec=60)
-            answer = future.result()
-            if answer is not None and answer.success:
-                break
+        answer = _ask_until(executor, client, lambda a: a.success, 120)
         assert answer is not None and answer.success, (answer.message if answer else "no answer") + launch.text()[-2000:]
         assert [s.label for s in answer.result.segments] == ["handle"], answer.message
         assert answer.result.header.frame_id == CAMERA_FRAME  # no target_frame: the input's frame
@@ -227,15 +235,7 @@ def test_unpaired_stamps_and_a_missing_transform_are_reported_not_fatal(ros2_env
             executor.spin_once(timeout_sec=0.2)
         assert seen("sync_slop_s"), launch.text()[-3000:]
         delay["s"] = 0.0
-        answer = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            future = client.call_async(QueryParts.Request(queries=["handle"], timeout_s=5.0))
-            executor.spin_until_future_complete(future, timeout_sec=60)
-            answer = future.result()
-            if answer is not None and "no transform" in answer.message:
-                break
-            time.sleep(0.5)
+        answer = _ask_until(executor, client, lambda a: "no transform" in a.message, 60)
         assert answer is not None and not answer.success and "base_link" in answer.message, \
             (answer.message if answer else "no answer") + launch.text()[-2000:]
         assert launch.proc.poll() is None, "the node is still up"
