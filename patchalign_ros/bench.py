@@ -18,14 +18,9 @@ FULL_SIZE = dict(trans_dim=384, depth=12, num_heads=6, encoder_dims=256, embed_w
 
 
 def _time(fn, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    runs = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(runs)
+    from .model.calibration import median_ms
+
+    return median_ms(fn, repeat, warmup, "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def machine_info() -> dict:

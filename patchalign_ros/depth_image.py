@@ -54,12 +54,6 @@ class CameraIntrinsics:
     def k(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
-    def project(self, points: np.ndarray) -> np.ndarray:
-        """(N, 2) pixel coordinates (u, v) of optical-frame points (z > 0)."""
-        p = np.asarray(points, dtype=np.float64)
-        z = np.where(p[:, 2] > 0, p[:, 2], np.nan)
-        return np.stack([p[:, 0] * self.fx / z + self.cx, p[:, 1] * self.fy / z + self.cy], axis=1)
-
 
 def silhouette(points: np.ndarray, k, shape, closing: int = 2) -> np.ndarray:
     """(H, W) bool: the pixels ``points`` (optical frame, (N, 3)) fall on through the 3x3 K,

@@ -21,22 +21,10 @@ import torch
 NO_CUDA_EXIT = 3
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _time(fn, device: str, repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    runs = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        runs.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(runs)
+    from .model.calibration import median_ms
+
+    return median_ms(fn, repeat, warmup, device)
 
 
 def device_info(device: str) -> dict:

@@ -194,7 +194,8 @@ def make_backend(name: str, net, device: str = "cpu", weights_path=None, model_i
             except RuntimeError as exc:
                 raise BackendError(f"backend auto: {exc}") from None
             try:
-                backend = make_backend(*entry["choice"][:1], net, device, weights_path, model_id, entry["choice"][1])
+                name, chosen = entry["choice"]
+                backend = make_backend(name, net, device, weights_path, model_id, chosen)
             except (BackendError, ImportError, OSError) as exc:  # a stale cache entry: measure again
                 log.warning("backend auto: the cached choice %s fails here (%s); calibrating again",
                             entry["choice"], exc)

@@ -131,15 +131,28 @@ def accuracy(reference: torch.Tensor, features: torch.Tensor, seed: int = 0) -> 
     return cosine, agree
 
 
-def _ms_per_shape(backend, neighborhood, centers, repeat: int) -> float:
-    for _ in range(2):
-        backend.run(neighborhood, centers)
+def median_ms(fn, repeat: int, warmup: int = 2, device: str = "cpu") -> float:
+    """Median wall time of ``fn()`` in ms after ``warmup`` calls; on CUDA each run waits for the
+    GPU (kernels are asynchronous). The one timer of calibration, bench and the GPU check."""
+    def sync():
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        fn()
+    sync()
     runs = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        backend.run(neighborhood, centers)
+        fn()
+        sync()
         runs.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(runs) / neighborhood.shape[0]
+    return statistics.median(runs)
+
+
+def _ms_per_shape(backend, neighborhood, centers, repeat: int) -> float:
+    return median_ms(lambda: backend.run(neighborhood, centers), repeat, device=str(neighborhood.device)) \
+        / neighborhood.shape[0]
 
 
 def calibrate(net, device: str, weights_path, model_id: str, precision: str | None = None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from ..depth_image import DepthFormatError
+from ..depth_image import DepthFormatError, deproject
 from ..inference.preprocess import InputError
 from .conversions import CloudFormatError, cloud_to_xyz
 from .frames import FrameError
@@ -86,8 +86,6 @@ class DepthInput:
         scale = float(self.params("depth_scale")) or None
         depth = image_to_depth(depth_msg, scale)
         intrinsics = camera_info_to_intrinsics(info)
-        from ..depth_image import deproject
-
         points = deproject(depth, intrinsics)
         colors = None
         if len(msgs) > 2:

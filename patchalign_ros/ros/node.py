@@ -70,6 +70,9 @@ class PerceptionNode(LifecycleNode):
         self._frames = None
         self._input_warning = ""
         self._up_source = ""
+        # Separate groups: intake is never starved by queries waiting for an input, queries run
+        # one at a time (inference is serial anyway), timers have their own; rclpy's parameter
+        # and lifecycle services stay in the node's default group.
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._query_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
