@@ -77,3 +77,13 @@ class Launch(Background):
 def node_processes():
     out = subprocess.run(["pgrep", "-f", "lib/patchalign_ros/perception_node"], capture_output=True, text=True)
     return out.stdout.split()
+
+
+def catches_sigint(pid):
+    """Whether the process has a handler for SIGINT (bit 2 of SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(caught, 16) & (1 << (signal.SIGINT - 1)))
