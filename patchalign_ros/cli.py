@@ -260,6 +260,20 @@ def cmd_evaluate_presence(args) -> int:
     return 0
 
 
+def cmd_evaluate_parts(args) -> int:
+    from .evaluation.real_parts import format_capture_parts, run_capture_parts
+
+    if not Path(args.data_root).is_dir():
+        raise UsageError(f"--data-root: no such directory {args.data_root}")
+    splits = tuple(s.strip() for s in args.splits.split(","))
+    if not set(splits) <= {"tune", "held-out"}:
+        raise UsageError(f"--splits: choose from tune, held-out (got {args.splits})")
+    report = run_capture_parts(dict(_presence_runs(args)), args.data_root, args.out_dir, splits, words=args.words)
+    print(format_capture_parts(report))
+    print(f"report -> {Path(args.out_dir) / 'parts_report.json'}, picture -> {Path(args.out_dir) / 'parts_iou.png'}")
+    return 0
+
+
 def cmd_calibrate_presence(args) -> int:
     from .evaluation.presence import calibrate
     from .inference.pipeline import PartFinder
@@ -291,6 +305,14 @@ def cmd_ycb_masks(args) -> int:
         print(f"{stem:24s} " + ", ".join(f"{n} {100 * a / total:.0f}%" for n, a in areas.items())
               + ("" if YCB_RULES[stem].train else "   (held out of training)"))
     print(f"picture -> {args.out}")
+    return 0
+
+
+def cmd_realsense_masks(args) -> int:
+    from .evaluation.real_parts import save_capture_masks_png
+
+    names = save_capture_masks_png(args.data_root, args.out)
+    print(f"part masks of {', '.join(names)} -> {args.out}")
     return 0
 
 
@@ -576,6 +598,17 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--out-dir", default="presence_output")
     ep.set_defaults(func=cmd_evaluate_presence)
 
+    pa = sub.add_parser("evaluate-parts", help="object-mode part IoU on the labelled real captures (handles, caps "
+                        "and lids), per part, sensor and split; --words asks every name users say")
+    pa.add_argument("--data-root", required=True, help="the ../shared/data layout")
+    pa.add_argument("--models", default="default", help="comma-separated registry names or weights paths")
+    pa.add_argument("--legacy", help="also run these models as release 2 shipped them")
+    pa.add_argument("--splits", default="held-out")
+    pa.add_argument("--words", action="store_true", help="the vocabulary check: handle/grip, lid/cap on every case")
+    pa.add_argument("--config", help="inference settings YAML")
+    pa.add_argument("--out-dir", default="parts_output")
+    pa.set_defaults(func=cmd_evaluate_parts)
+
     cp = sub.add_parser("calibrate-presence", help="fit a model's presence calibration and operating point on the "
                         "tune split of the real captures (+ generated views)")
     cp.add_argument("--data-root", required=True)
@@ -601,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
     ym.add_argument("--meshes", required=True, help="directory of YCB meshes (NNN_name.ply)")
     ym.add_argument("--out", default="ycb_masks.png")
     ym.set_defaults(func=cmd_ycb_masks)
+
+    rm = sub.add_parser("realsense-masks", help="draw the RealSense frames' part masks (handles, caps, lids) over "
+                        "their RGB images")
+    rm.add_argument("--data-root", required=True, help="the ../shared/data layout")
+    rm.add_argument("--out", default="realsense_masks.png")
+    rm.set_defaults(func=cmd_realsense_masks)
 
     fs = sub.add_parser("fit-sensor", help="measure a Kinect-class sensor on organized scans (depth steps, table "
                                            "plane scatter), or with --realsense an active-stereo one on RGB-D "

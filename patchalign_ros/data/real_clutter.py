@@ -14,13 +14,12 @@ from .engine import Sample, _resample_index, random_rotation_about_z
 
 HANDLE_LIKE = ["handle", "spout", "knob", "trigger", "blade", "nozzle", "button"]
 CLOSURE_LIKE = ["cap", "lid"]
-LID_BAND = 0.015  # m below the top of an upright tin
 
 
 def clutter_samples(data_root, n_points: int, views: int, seed: int = 0, progress: bool = True) -> list:
     from tqdm import tqdm
 
-    from ..evaluation.real_captures import load_captures, table_up
+    from ..evaluation.real_captures import lid_band, load_captures, table_up
     from ..inference.preprocess import rotation_to_z
 
     rng = np.random.default_rng(seed)
@@ -48,9 +47,8 @@ def clutter_samples(data_root, n_points: int, views: int, seed: int = 0, progres
                 names = ["body", "handle"]
                 absent = [a for a in HANDLE_LIKE if a not in ("handle", "knob")]
             elif truth["closure"] is True:
-                height = pts_all[sel] @ up
-                lid = height >= height.max() - LID_BAND
-                if lid.mean() < 0.15:
+                lid = lid_band(pts_all[sel], up)
+                if lid is None:
                     continue  # not upright: no lid mask from the height rule
                 labels[lid] = 1
                 names = ["body", "lid"]

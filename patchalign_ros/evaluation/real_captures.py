@@ -125,10 +125,95 @@ def _realsense_capture(path: Path) -> Capture:
     name = path.stem
     handle, closure = REALSENSE_TRUTH[name]
     split = "held-out" if name in REALSENSE_HELD_OUT else "tune"
+    colors = np.asarray(data["image"], dtype=np.uint8).reshape(-1, 3)
     # points off the object (the table, far clutter) carry no labels: predicted objects there are
     # not counted as false objects
-    return Capture(name, "RealSense", split, cloud, obj, {2: {"handle": handle, "closure": closure}},
-                   np.asarray(data["image"], dtype=np.uint8).reshape(-1, 3), {}, all_objects_labelled=False)
+    capture = Capture(name, "RealSense", split, cloud, obj, {2: {"handle": handle, "closure": closure}},
+                      colors, {}, all_objects_labelled=False)
+    capture.part_masks = realsense_part_masks(capture)
+    return capture
+
+
+def _circle_ransac(xy: np.ndarray, rng, iterations: int = 1500, tolerance: float = 0.002):
+    """The circle (centre, radius 2-7 cm) through most horizontal points: a mug body's arc."""
+    best, best_count = None, 0
+    for _ in range(iterations):
+        p = xy[rng.choice(len(xy), 3, replace=False)]
+        try:
+            centre = np.linalg.solve(2 * (p[1:] - p[0]), (p[1:] ** 2).sum(axis=1) - (p[0] ** 2).sum())
+        except np.linalg.LinAlgError:
+            continue
+        radius = float(np.linalg.norm(p[0] - centre))
+        if not 0.02 < radius < 0.07:
+            continue
+        count = int((np.abs(np.linalg.norm(xy - centre, axis=1) - radius) < tolerance).sum())
+        if count > best_count:
+            best, best_count = (centre, radius), count
+    return best
+
+
+def _largest_piece(points: np.ndarray, radius: float = 0.008) -> np.ndarray:
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    graph = cKDTree(points).sparse_distance_matrix(cKDTree(points), radius, output_type="coo_matrix")
+    _, piece = connected_components(graph, directed=False)
+    return piece == np.bincount(piece).argmax()
+
+
+def realsense_part_masks(capture: Capture) -> dict:
+    """Part masks of a RealSense frame by rules on its own geometry and colour, each checked by
+    eye on the RGB image (``python -m patchalign_ros realsense-masks``):
+
+    * mugs, ``handle``: the body is a vertical (tapered) cylinder: its axis from a RANSAC circle
+      on the horizontal coordinates, its radius per 1 cm of height (30th percentile); the handle is
+      the largest connected piece of points more than 6 mm outside the body;
+    * the mustard bottle, ``closure``: the flip cap, more than 158 mm above the table (the YCB
+      mesh rule's shoulder, 148 mm, plus the 1 cm the frame cuts off at the table);
+    * the pepper shaker, ``closure``: its white top (the top 3 cm, pixels brighter than 120);
+    * the wafer tin, ``closure``: its lid, the top 13 mm.
+    """
+    name, truth = capture.name, capture.truth[2]
+    up = table_up(capture)
+    if up is None:
+        return {}
+    pts_all = capture.cloud.reshape(-1, 3)
+    idx = np.flatnonzero((capture.object_id == 2) & np.isfinite(pts_all).all(axis=1))
+    pts = pts_all[idx]
+    off_object = (capture.object_id == 0) & np.isfinite(pts_all).all(axis=1)
+    height = pts @ up - float(np.median(pts_all[off_object] @ up))
+    mask = None
+    if truth["handle"] and name.endswith("mug"):
+        across = np.cross(up, [1.0, 0.0, 0.0])
+        across /= np.linalg.norm(across)
+        xy = np.c_[pts @ across, pts @ np.cross(up, across)]
+        body = (height > 0.02) & (height < height.max() - 0.015)
+        fit = _circle_ransac(xy[body], np.random.default_rng(0))
+        if fit is None:
+            return {}
+        radial = np.linalg.norm(xy - fit[0], axis=1)
+        slab = ((height - height.min()) / 0.01).astype(int)
+        radius = np.array([np.quantile(radial[slab == k], 0.3) if (slab == k).sum() > 30 else fit[1]
+                           for k in range(slab.max() + 1)])
+        outside = np.flatnonzero(radial > radius[slab] + 0.006)
+        mask = np.zeros(len(pts), dtype=bool)
+        mask[outside[_largest_piece(pts[outside])]] = True
+        attr = "handle"
+    elif truth["closure"] and name == "mustard":
+        mask, attr = height > 0.158, "closure"
+    elif truth["closure"] and name == "pepper":
+        top = np.quantile(height, 0.99)
+        mask = (height > top - 0.03) & (capture.colors[idx].astype(float).mean(axis=1) > 120)
+        attr = "closure"
+    elif truth["closure"] and name == "cylinder":
+        mask, attr = height > np.quantile(height, 0.99) - 0.013, "closure"
+    if mask is None or not mask.any():
+        return {}
+    full = np.zeros(len(pts_all), dtype=bool)
+    full[idx[mask]] = True
+    return {attr: full}
 
 
 def load_captures(data_root, splits=("tune", "held-out")) -> list:
@@ -143,6 +228,17 @@ def load_captures(data_root, splits=("tune", "held-out")) -> list:
         if path.stem in REALSENSE_TRUTH:
             out.append(_realsense_capture(path))
     return [c for c in out if c is not None and c.split in splits]
+
+
+LID_BAND = 0.015  # m below the top of an upright tin
+
+
+def lid_band(points: np.ndarray, up: np.ndarray) -> np.ndarray | None:
+    """An upright tin's or canister's lid: its top 1.5 cm, when that holds at least 15 % of the
+    object's points (a tin on its side shows its lid sideways: None, no mask)."""
+    height = points @ up
+    lid = height >= height.max() - LID_BAND
+    return lid if lid.mean() >= 0.15 else None
 
 
 def table_up(capture: Capture) -> np.ndarray | None:

@@ -61,28 +61,46 @@ class PartCase:
     extras: dict = field(default_factory=dict)
 
 
-def _toward_camera(normal, points):
-    normal = normal / np.linalg.norm(normal)
-    return -normal if normal @ (np.zeros(3) - points.mean(axis=0)) < 0 else normal
+SENSOR_OF_SOURCE = {"mOSD test": "Kinect", "mOSD learn": "Kinect", "RealSense": "RealSense"}
+CLOSURE_QUERY = {"mustard": "cap"}  # what a user calls the closure; "lid" for tins and canisters
 
 
-def _plane_normal(points):
-    centred = points - points.mean(axis=0)
-    return np.linalg.svd(centred, full_matrices=False)[2][2]
+def capture_cases(data_root, splits=("held-out",)) -> list:
+    """Object-mode cases from the labelled real captures (``real_captures``): every object with a
+    part mask — mOSD test34's mug handle (its sub-label), the mOSD learn lug handles, the RealSense
+    mug handles and closures (``realsense_part_masks``) — and every upright tin or canister known
+    to have a lid (the top 1.5 cm, ``lid_band``). The object's own points, up = its table's normal.
+    Group: part, sensor and split, so that held-out numbers are read apart."""
+    from .presence import _majority
+    from .real_captures import lid_band, load_captures, table_up
 
-
-def mosd_cases(scan_dir) -> list:
-    from ..pointcloud_io import read_pcd_fields
-
-    path = Path(scan_dir) / "test34.pcd"
-    if not path.is_file():
-        return []
-    xyz, _, _, labels = read_pcd_fields(path)
-    table = xyz[(labels == 1) & np.isfinite(xyz).all(axis=1)]
-    up = _toward_camera(_plane_normal(table), table)
-    mug = np.flatnonzero(labels // 10 == 6)
-    return [PartCase("mOSD test34 mug", "mug handle", "real Kinect scan", xyz[mug], up, "handle",
-                     labels[mug] == 60, "sub-label 60")]
+    cases = []
+    for capture in load_captures(data_root, splits):
+        up = table_up(capture)
+        if up is None:
+            continue
+        pts_all = capture.cloud.reshape(-1, 3)
+        finite = np.isfinite(pts_all).all(axis=1)
+        sensor = SENSOR_OF_SOURCE[capture.source]
+        for attr, mask in capture.part_masks.items():
+            owner = _majority(capture.object_id[mask])[0]
+            idx = np.flatnonzero((capture.object_id == owner) & finite)
+            query = "handle" if attr == "handle" else CLOSURE_QUERY.get(capture.name, "lid")
+            cases.append(PartCase(f"{capture.name} {attr}", f"{attr} · {sensor} · {capture.split}",
+                                  f"real {sensor} capture", pts_all[idx], up, query, mask[idx], "part mask",
+                                  {"split": capture.split, "sensor": sensor, "part": attr}))
+        if capture.source == "RealSense":
+            continue  # their closures are masked above
+        for k, truth in sorted(capture.truth.items()):
+            idx = np.flatnonzero((capture.object_id == k) & finite)
+            if truth["closure"] is not True or len(idx) < 100:
+                continue
+            lid = lid_band(pts_all[idx], up)
+            if lid is not None:
+                cases.append(PartCase(f"{capture.name} object {k} lid", f"closure · {sensor} · {capture.split}",
+                                      f"real {sensor} capture", pts_all[idx], up, "lid", lid, "top 1.5 cm",
+                                      {"split": capture.split, "sensor": sensor, "part": "closure"}))
+    return cases
 
 
 def _polygon_pixels(polygon, shape) -> np.ndarray:
@@ -161,7 +179,7 @@ def ycb_render_cases(mesh_dir, views: int = 6, seed: int = 7) -> list:
 def collect_cases(data_root, finder, ycb_views: int = 6) -> list:
     """Every case whose data exists under ``data_root`` (the ``../shared/data`` layout)."""
     root = Path(data_root)
-    return (mosd_cases(root / "real_scans" / "mosd")
+    return (capture_cases(root, ("held-out",))
             + clorox_cases(root / "real_scans" / CLOROX_SCAN, finder)
             + annotated_bottle_cases(root / "annotated_shapes" / "partnet_mobility_bottle_3763")
             + ycb_render_cases(root / "meshes" / "ycb", views=ycb_views))
@@ -260,3 +278,115 @@ def save_pixel_masks_png(path, scan) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=70)
     plt.close(fig)
+
+
+# What users call each masked part (the vocabulary check): every word is scored on every case.
+PART_WORDS = {"handle": ["handle", "grip"], "closure": ["lid", "cap"]}
+
+
+def run_capture_parts(finders: dict, data_root, out_dir, splits=("held-out",), words: bool = False,
+                      progress: bool = True) -> dict:
+    """Object-mode part IoU on the labelled real captures (``capture_cases``) for each model of
+    ``finders`` ({label: PartFinder}), grouped by part, sensor and split; with ``words`` every
+    name of ``PART_WORDS`` is asked on every case, else the case's own query. Writes
+    ``parts_report.json`` and ``parts_iou.png``."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = capture_cases(data_root, splits)
+    if not cases:
+        raise FileNotFoundError(f"no labelled real captures of split(s) {list(splits)} under {data_root}")
+    report = {"data_root": str(data_root), "splits": list(splits), "models": {}}
+    for label, finder in finders.items():
+        rows = []
+        for case in tqdm(cases, desc=f"parts {label}", disable=not progress, unit="case"):
+            for word in (PART_WORDS[case.extras["part"]] if words else [case.query]):
+                row = score_case(finder, replace(case, query=word))
+                row.pop("pred")
+                row.update({"word": word, **case.extras})
+                rows.append(row)
+        summary = {}
+        for r in rows:
+            key = f"{r['part']} · {r['sensor']} · {r['split']}" + (f" · \"{r['word']}\"" if words else "")
+            summary.setdefault(key, []).append(r["iou"])
+        report["models"][label] = {
+            "summary": {k: {"cases": len(v), "mean_iou": round(float(np.mean(v)), 3),
+                            "found": int(sum(x > 0 for x in v))} for k, v in sorted(summary.items())},
+            "cases": rows}
+    (out / "parts_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    save_parts_png(report, out / "parts_iou.png")
+    return report
+
+
+def format_capture_parts(report: dict) -> str:
+    labels = list(report["models"])
+    keys = sorted({k for m in report["models"].values() for k in m["summary"]})
+    lines = [f"{'part · sensor · split':44s} {'cases':>5s} " + " ".join(f"{m[:22]:>22s}" for m in labels),
+             f"{'':44s} {'':5s} " + " ".join(f"{'mean IoU (found)':>22s}" for _ in labels)]
+    for k in keys:
+        cells = [report["models"][m]["summary"].get(k) for m in labels]
+        n = next(c["cases"] for c in cells if c)
+        text = [f"{c['mean_iou']:.3f} ({c['found']}/{c['cases']})" if c else "-" for c in cells]
+        lines.append(f"{k:44s} {n:5d} " + " ".join(f"{t:>22s}" for t in text))
+    return "\n".join(lines)
+
+
+def save_parts_png(report: dict, path) -> None:
+    """Mean IoU per group, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(report["models"])
+    keys = sorted({k for m in report["models"].values() for k in m["summary"]})
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) * len(labels)), 4.5))
+    width = 0.8 / max(len(labels), 1)
+    for j, m in enumerate(labels):
+        vals = [report["models"][m]["summary"].get(k, {}).get("mean_iou", 0.0) for k in keys]
+        ax.bar(np.arange(len(keys)) + j * width, vals, width, label=m)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2)
+    ax.set_xticklabels([k.replace(" · ", "\n") for k in keys], fontsize=7)
+    ax.set_ylabel("object-mode part IoU (mean)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"real captures, split(s) {', '.join(report['splits'])}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def save_capture_masks_png(data_root, path) -> list:
+    """Each RealSense frame's part mask (``realsense_part_masks``) painted over its RGB crop, beside
+    the plain crop, for checking the rules by eye; the names drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .real_captures import load_captures
+
+    masked = [c for c in load_captures(data_root) if c.source == "RealSense" and c.part_masks]
+    if not masked:
+        raise FileNotFoundError(f"no RealSense frames with part masks under {data_root}/real_scans/realsense_6dof")
+    fig, axes = plt.subplots(2, len(masked), figsize=(2.6 * len(masked), 5.6), squeeze=False)
+    h, w = masked[0].cloud.shape[:2]
+    for j, capture in enumerate(masked):
+        ((attr, mask),) = capture.part_masks.items()
+        ys, xs = np.divmod(np.flatnonzero(capture.object_id == 2), w)
+        crop = (slice(max(ys.min() - 10, 0), ys.max() + 10), slice(max(xs.min() - 10, 0), xs.max() + 10))
+        image = capture.colors.reshape(h, w, 3).astype(float)
+        painted = image.copy()
+        painted[mask.reshape(h, w)] = 0.4 * painted[mask.reshape(h, w)] + 0.6 * np.array([0.0, 255.0, 0.0])
+        for row, picture in enumerate((image, painted)):
+            axes[row, j].imshow(picture[crop].astype(np.uint8))
+            axes[row, j].set_axis_off()
+        axes[0, j].set_title(f"{capture.name} ({capture.split})", fontsize=8)
+        axes[1, j].set_title(f"{attr}: {int(mask.sum())} points", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return [c.name for c in masked]
