@@ -89,6 +89,35 @@ def test_background_names_compete_with_a_single_query(finder):
         finder.config.background = []
 
 
+def test_lid_and_cap_are_one_query_family(finder):
+    """A bottle's cap asked as "lid" scored 0 (the model knows caps as "cap"): a family query
+    scores each patch by the best of the family's parts."""
+    from patchalign_ros.data.shapes import family_groups, synonym_group
+    from patchalign_ros.inference import labeling
+
+    assert family_groups("lid") == [synonym_group("lid"), ["cap", "bottle cap", "screw cap", "closure"]]
+    assert family_groups("Handle") == [synonym_group("Handle")] and family_groups("lip") == [["lip"]]
+    text, starts = finder.query_text(["handle", "lid", "base"])
+    assert text.shape[0] == 4 and list(starts) == [0, 1, 3]
+    np.testing.assert_allclose(text[0], finder.embed_queries(["handle"])[0], atol=1e-6)
+    feats = np.random.default_rng(0).normal(size=(16, text.shape[1]))
+    logits = labeling.patch_logits(feats, text, 10.0, -2.0, starts)
+    assert logits.shape == (16, 3)
+    np.testing.assert_allclose(logits[:, 1], np.maximum(feats @ text[1], feats @ text[2]) * 10.0 - 2.0)
+    np.testing.assert_allclose(logits[:, 2], feats @ text[3] * 10.0 - 2.0)
+    from patchalign_ros.inference.presence import PresenceModel
+
+    # names scored alike share the strictest operating point listed for any of them
+    model = PresenceModel(np.zeros(3), 0.0, threshold=0.7, query_thresholds={"handle": 0.88, "cap": 0.75})
+    assert model.threshold_for("grip") == model.threshold_for("Handle") == 0.88
+    assert model.threshold_for("lid") == model.threshold_for("bottle cap") == 0.75
+    assert model.threshold_for("spout") == 0.7
+    pts = np.random.default_rng(1).normal(size=(1500, 3))
+    as_lid = finder.find_parts(pts, ["lid"], min_score=0.5, keypoints=False)
+    as_cap = finder.find_parts(pts, ["cap"], min_score=0.5, keypoints=False)
+    np.testing.assert_allclose(as_lid.point_score_array(), as_cap.point_score_array(), atol=1e-5)
+
+
 def test_presence_model_scores_and_gates_parts(finder):
     from patchalign_ros.inference.presence import FEATURES, PresenceModel, presence_features
 

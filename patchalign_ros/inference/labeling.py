@@ -10,9 +10,15 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free
 
 
-def patch_logits(patch_features: np.ndarray, text: np.ndarray, scale: float, bias: float = 0.0) -> np.ndarray:
-    """(G, Q) calibrated logits: scale * cosine + bias (both inputs unit length)."""
-    return scale * (patch_features @ text.T) + bias
+def patch_logits(patch_features: np.ndarray, text: np.ndarray, scale: float, bias: float = 0.0,
+                 starts: np.ndarray | None = None) -> np.ndarray:
+    """(G, Q) calibrated logits: scale * cosine + bias (both inputs unit length). With ``starts``
+    (Q,), ``text`` holds several rows per query (query q: rows starts[q] up to the next start) and
+    a patch takes its best row's logit."""
+    logits = scale * (patch_features @ text.T) + bias
+    if starts is None or len(starts) == text.shape[0]:
+        return logits
+    return np.maximum.reduceat(logits, starts, axis=1)
 
 
 def point_patch_values(points_model: np.ndarray, centers: np.ndarray, patch_values: np.ndarray,

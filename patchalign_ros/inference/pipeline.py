@@ -367,7 +367,7 @@ class PartFinder:
 
     def _object_probs(self, xyz, idx, prepared, feats, centers, patch_index, text):
         """(point probabilities (M, Q), each point's nearest patch, patch logits (G, Q))."""
-        logits = labeling.patch_logits(feats, text, self.model.logit_scale, self.model.config.logit_bias)
+        logits = labeling.patch_logits(feats, text[0], self.model.logit_scale, self.model.config.logit_bias, text[1])
         probs_patch = labeling.sigmoid(logits)
         pts_model = self.to_model_frame(prepared, xyz[idx])
         nearest = labeling.nearest_patch(pts_model, centers)
@@ -395,7 +395,10 @@ class PartFinder:
             return self.embedder.embed(queries, category)
         from ..data.shapes import synonym_group
 
-        groups = [synonym_group(q) for q in queries]
+        return self._embed_groups([synonym_group(q) for q in queries], category)
+
+    def _embed_groups(self, groups: list, category: str | None) -> np.ndarray:
+        """One unit embedding per group of names: the mean of its names' prompt ensembles."""
         flat = self.embedder.embed([n for g in groups for n in g], category)
         out, i = [], 0
         for g in groups:
@@ -403,6 +406,18 @@ class PartFinder:
             out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
             i += len(g)
         return np.stack(out).astype(np.float32)
+
+    def query_text(self, queries: list[str], category: str | None = None) -> tuple:
+        """(embeddings (T, D), starts (Q,)): what the patches are scored against. A query has one
+        row (``embed_queries``), or with ``synonym_ensemble`` one per part of its query family
+        ("lid" and "cap": ``data.shapes.QUERY_FAMILIES``), of which each patch takes the best."""
+        if not self.config.synonym_ensemble:
+            return self.embedder.embed(queries, category), np.arange(len(queries))
+        from ..data.shapes import family_groups
+
+        per_query = [family_groups(q) for q in queries]
+        starts = np.cumsum([0] + [len(g) for g in per_query[:-1]])
+        return self._embed_groups([g for groups in per_query for g in groups], category), starts
 
     def _score_objects(self, points, names: list, scene: bool, up, frame, sensor_origin, category=None
                        ) -> "_ScoredFrame":
@@ -417,7 +432,7 @@ class PartFinder:
         prior = self.up_prior(up, frame, organized=shape is not None,
                               points=xyz[valid[:: max(1, len(valid) // 5000)]] if shape is None else None)
         timer.lap("preprocess")
-        text = self.embed_queries(names, category)
+        text = self.query_text(names, category)
         timer.lap("text")
         objects, up, seg = self._objects(xyz, valid, scene, prior, sensor_origin)
         timer.lap("scene")
