@@ -106,9 +106,8 @@ class EfficientNetLiteTeacher(torch.nn.Module):
         self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.net.eval()
         # the last block at each stride: where the resolution halves next (or the end)
-        strides, size, ends = [], 64, {}
+        size, ends, shapes = 64, {}, []
         probe = torch.zeros(1, 3, size, size)
-        shapes = []
         hooks = [b.register_forward_hook(lambda _m, _i, out, k=k: shapes.append((k, out.shape[-1])))
                  for k, b in enumerate(self.net._blocks)]
         with torch.no_grad():
