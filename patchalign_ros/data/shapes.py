@@ -698,13 +698,18 @@ def family_groups(name: str) -> list:
 
 @functools.lru_cache(maxsize=4096)  # asked for every query of every frame (and its threshold)
 def _family_groups(name: str) -> tuple:
+    owners = _owners(name)
+    family = next((f for f in QUERY_FAMILIES if len(owners) == 1 and owners[0] in f), ())
+    return (tuple(synonym_group(name)),) + tuple(tuple(PART_SYNONYMS[part]) for part in family if part != owners[0])
+
+
+def _owners(name: str) -> list:
+    """The canonical parts ``name`` is a name of (cleaned; usually one, "lip" two, none)."""
     from ..text.prompts import clean_label
 
     cleaned = clean_label(name)
-    owners = [part for part, synonyms in PART_SYNONYMS.items()
-              if cleaned == clean_label(part) or cleaned in {clean_label(s) for s in synonyms}]
-    family = next((f for f in QUERY_FAMILIES if len(owners) == 1 and owners[0] in f), ())
-    return (tuple(synonym_group(name)),) + tuple(tuple(PART_SYNONYMS[part]) for part in family if part != owners[0])
+    return [part for part, synonyms in PART_SYNONYMS.items()
+            if cleaned == clean_label(part) or cleaned in {clean_label(s) for s in synonyms}]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -712,8 +717,7 @@ def _synonym_group(name: str) -> tuple:
     from ..text.prompts import clean_label
 
     cleaned = clean_label(name)
-    owners = [part for part, synonyms in PART_SYNONYMS.items()
-              if cleaned == clean_label(part) or cleaned in {clean_label(s) for s in synonyms}]
+    owners = _owners(name)
     if len(owners) != 1:
         return (name,)
     others = [s for s in PART_SYNONYMS[owners[0]] if clean_label(s) != cleaned]

@@ -158,7 +158,8 @@ def _largest_piece(points: np.ndarray, radius: float = 0.008) -> np.ndarray:
 
     if len(points) == 0:
         return np.zeros(0, dtype=bool)
-    graph = cKDTree(points).sparse_distance_matrix(cKDTree(points), radius, output_type="coo_matrix")
+    tree = cKDTree(points)
+    graph = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")
     _, piece = connected_components(graph, directed=False)
     return piece == np.bincount(piece).argmax()
 
