@@ -181,11 +181,10 @@ def fit_support_plane(points: np.ndarray, cfg: SceneConfig, prior: np.ndarray | 
         return None
     offsets = -(normals * trip[:, 0]).sum(axis=1)
     # Score every hypothesis on 2,000 points, then the 16 best on the whole sample.
-    coarse = sample[:2000]
-    rough = (np.abs(coarse @ normals.T + offsets) < cfg.plane_distance).sum(axis=0)
+    rough = _plane_inlier_counts(sample[:2000], normals, offsets, cfg.plane_distance)
     top = np.argsort(-rough)[:16]
     normals, offsets = normals[top], offsets[top]
-    counts = (np.abs(sample @ normals.T + offsets) < cfg.plane_distance).sum(axis=0)
+    counts = _plane_inlier_counts(sample, normals, offsets, cfg.plane_distance)
     best = int(np.argmax(counts))
     if counts[best] < max(cfg.plane_min_fraction * len(sample) if min_count is None else min_count, 3):
         return None
@@ -207,6 +206,15 @@ def fit_support_plane(points: np.ndarray, cfg: SceneConfig, prior: np.ndarray | 
     elif np.dot(plane[:3], np.asarray(sensor_origin, dtype=np.float64)) + plane[3] < 0:
         plane = -plane  # a camera looks at a table from above
     return plane
+
+
+def _plane_inlier_counts(points, normals, offsets, distance: float) -> np.ndarray:
+    """Points within ``distance`` of each plane; in place, as a fresh (N, H) temporary per step
+    costs more in page faults than the arithmetic."""
+    dist = points @ normals.T
+    dist += offsets
+    np.abs(dist, out=dist)
+    return np.count_nonzero(dist < distance, axis=0)
 
 
 def _plane_basis(normal: np.ndarray) -> np.ndarray:
@@ -397,8 +405,10 @@ class SceneSegmenter:
             return np.arange(n)[voxel_of]
         i, j = pairs[:, 0], pairs[:, 1]
         # LCCP convexity: (n_i - n_j) . (x_i - x_j) > 0 for a convex connection.
-        convex = ((normals[i] - normals[j]) * (vox[i] - vox[j])).sum(axis=1) > 0
-        bent = (normals[i] * normals[j]).sum(axis=1) < np.cos(np.radians(cfg.concave_deg))
+        normal_i, normal_j = normals[i], normals[j]  # gathered once: the pair arrays are the stage's bulk
+        convex = ((normal_i - normal_j) * (vox[i] - vox[j])).sum(axis=1) > 0
+        cosine = (normal_i * normal_j).sum(axis=1)
+        bent = cosine < np.cos(np.radians(cfg.concave_deg))
         cut = ~convex & bent
         degree = np.bincount(i, minlength=n) + np.bincount(j, minlength=n)
         cuts = np.bincount(i[cut], minlength=n) + np.bincount(j[cut], minlength=n)
@@ -412,7 +422,7 @@ class SceneSegmenter:
             label[crease] = label[solid[nearest]]
         _, label = np.unique(label, return_inverse=True)
         # Pairs that bend at all (> 3 deg) vote convex or concave for their segment.
-        bends = (normals[i] * normals[j]).sum(axis=1) < np.cos(np.radians(3.0))
+        bends = cosine < np.cos(np.radians(3.0))
         # Voxels standing on the support plane: pieces holding one are objects on the table and
         # keep their own identity whatever their size (a handle or a cap never reaches down).
         voxel_height = np.zeros(n) if height is None else np.bincount(voxel_of, height) / counts
@@ -449,6 +459,7 @@ class SceneSegmenter:
                 return True
             return False
 
+        gap_near = {}
         for _ in range(4):
             seg = np.array([root(x) for x in range(len(parent))])[label]
             k = len(parent)
@@ -476,6 +487,12 @@ class SceneSegmenter:
             # rows read straight from the CSR arrays into dense buffers that are cleared after
             # each segment: O(neighbours) per segment, not O(segments)
             touching, smooth_row = np.zeros(k), np.zeros(k)
+            # A small piece off the plane without contacts may be cut off by a gap of missing
+            # depth (a moulded handle's edges): what lies within gap_eps of it is looked up for all
+            # such pieces of the pass in one k-d tree call (noisy frames hold hundreds).
+            gapped = set(np.flatnonzero((size > 0) & (np.diff(contact.indptr) == 0) & (~on_plane | thin)
+                                        & (size < cfg.min_segment_share * size.max())).tolist())
+            self._look_across_gaps(gapped, gap_near, by_seg, first, tree)
             for s in np.argsort(size):  # smallest first
                 if size[s] == 0:
                     continue
@@ -485,13 +502,10 @@ class SceneSegmenter:
                     smooth_contact.data[smooth_contact.indptr[s]:smooth_contact.indptr[s + 1]]
                 neighbours = contacts
                 via_gap = False
-                if len(contacts) == 0 and (not on_plane[s] or thin[s]) and size[s] < cfg.min_segment_share * size.max():
-                    # a small piece off the plane may be cut off by a gap of missing depth (a
-                    # moulded handle's edges): look for what lies within gap_eps of it
-                    mine = by_seg[first[s]:first[s + 1]]
-                    near = np.concatenate(tree.query_ball_point(tree.data[mine[:: max(1, len(mine) // 100)]],
-                                                                cfg.gap_eps)).astype(np.int64)
-                    found, counts_near = np.unique(seg[near], return_counts=True)
+                if s in gapped:
+                    counts_near = np.bincount(seg[gap_near[s, first[s + 1] - first[s]]])
+                    found = np.flatnonzero(counts_near)
+                    counts_near = counts_near[found]
                     keep = found != s
                     neighbours, via_gap = found[keep], True
                     touching[neighbours] = counts_near[keep]
@@ -507,6 +521,21 @@ class SceneSegmenter:
                 break
         seg = np.array([root(x) for x in range(len(parent))])[label]
         return np.unique(seg, return_inverse=True)[1].reshape(-1)
+
+    def _look_across_gaps(self, pieces: set, found: dict, by_seg, first, tree) -> None:
+        """``found[(piece, voxels)]``: the voxels within gap_eps of up to 100 of the piece's own.
+        Segments only grow, so a root with as many voxels as before is the same piece: each is
+        looked up once, not on every pass."""
+        missing = [s for s in sorted(pieces) if (s, first[s + 1] - first[s]) not in found]
+        if not missing:
+            return
+        samples = [by_seg[first[s]:first[s + 1]] for s in missing]
+        samples = [m[:: max(1, len(m) // 100)] for m in samples]
+        hits = tree.query_ball_point(tree.data[np.concatenate(samples)], self.config.gap_eps)
+        start = 0
+        for s, sample in zip(missing, samples):
+            found[s, first[s + 1] - first[s]] = np.concatenate(hits[start:start + len(sample)]).astype(np.int64)
+            start += len(sample)
 
     def _merge_one(self, s, neighbours, contacts, touching, smooth_row, size, thin, on_plane, low, high,
                    concave_share, via_gap, join) -> bool:
