@@ -56,6 +56,55 @@ def random_full_size_net(seed: int = 0):
     return net.eval()
 
 
+def encoder_flops(cfg, fused: bool = True) -> float:
+    """Floating-point operations (2 per multiply-add) of one shape's encoder pass after
+    grouping, counted from the architecture. ``fused``: the global half of the mini-PointNet's
+    second convolution once per group (models/fused.py), else once per point as in eager."""
+    g, k = cfg.num_group, cfg.group_size
+    c1, c2, c3 = cfg.embed_widths
+    d, tokens, hidden = cfg.trans_dim, cfg.num_group + 1, int(cfg.trans_dim * cfg.mlp_ratio)
+    points = g * k
+    embed = points * (3 * c1 + c1 * c2 + c2 * c3 + c3 * cfg.encoder_dims) + (g if fused else points) * c2 * c3
+    tokens_in = g * (cfg.encoder_dims * d + 3 * 128 + 128 * d)  # reduce_dim and pos_embed
+    block = tokens * (3 * d * d + d * d + 2 * d * hidden) + 2 * tokens * tokens * d  # qkv, proj, MLP, attention
+    return 2.0 * (embed + tokens_in + cfg.depth * block + g * d * cfg.text_dim)
+
+
+def gemm_peak_gflops(dtype=torch.float32, size: int = 2048, repeat: int = 5) -> float:
+    """This machine's matrix-multiply rate at the threads torch uses: the ceiling any backend's
+    encoder can approach (the encoder is GEMMs plus small elementwise work)."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    ms = _time(lambda: a @ b, repeat)
+    return 2.0 * size ** 3 / (ms / 1000) / 1e9
+
+
+def roofline(report: dict, nets: dict) -> dict:
+    """How close each encoder is to this CPU's arithmetic limit: the fewest ms a shape can take
+    at the measured GEMM rate, so the largest speedup over eager any fp32 backend could give."""
+    from .model.calibration import has_cpu_bf16
+
+    peak = gemm_peak_gflops()
+    out = {"gemm_fp32_gflops": round(peak, 1), "native_bf16": has_cpu_bf16(), "encoders": {}}
+    if has_cpu_bf16():
+        out["gemm_bf16_gflops"] = round(gemm_peak_gflops(torch.bfloat16), 1)
+    for label, net in nets.items():
+        flops = encoder_flops(net.cfg)
+        floor_ms = flops / (peak * 1e9) * 1000
+        row = {"gflop_per_shape": round(flops / 1e9, 3), "eager_gflop_per_shape": round(encoder_flops(net.cfg, False) / 1e9, 3),
+               "floor_ms_fp32": round(floor_ms, 2)}
+        enc = next((e for e in report["encoders"] if e["model"] == label), None)
+        if enc:
+            eager = enc["ms_per_shape"].get("torch-eager-fp32")
+            if isinstance(eager, dict):
+                eager_ms = sum(eager.values()) / len(eager)
+                row["max_fp32_speedup_vs_eager"] = round(eager_ms / floor_ms, 2)
+            row["achieved_gflops"] = {k: round(flops / 1e9 / (sum(v.values()) / len(v)) * 1000, 1)
+                                      for k, v in enc["ms_per_shape"].items() if isinstance(v, dict)}
+        out["encoders"][label] = row
+    return out
+
+
 def encoder_table(net, label: str, backends, batches=(1, 4, 8), repeat: int = 5, device: str = "cpu") -> dict:
     from .model import PatchAlignModel
 
@@ -215,12 +264,15 @@ def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, f
         backends += [("torch", "fp16"), ("tensorrt", "fp16")]
     report = {"machine": machine_info(), "encoders": []}
     t0 = time.perf_counter()
+    nets = {}
     if full_size:
-        report["encoders"].append(encoder_table(random_full_size_net(), "full size (22 M, random weights)",
-                                                backends, repeat=repeat, device=device))
+        nets["full size (22 M, random weights)"] = random_full_size_net()
     checkpoint = checkpoint or default_checkpoint()
-    net = load_network(checkpoint)
-    report["encoders"].append(encoder_table(net, f"{Path(checkpoint).name}", backends, repeat=repeat, device=device))
+    net = nets[f"{Path(checkpoint).name}"] = load_network(checkpoint)
+    for label, encoder_net in nets.items():
+        report["encoders"].append(encoder_table(encoder_net, label, backends, repeat=repeat, device=device))
+    if device == "cpu":
+        report["roofline"] = roofline(report, nets)
 
     pts = torch.from_numpy(np.random.default_rng(1).normal(size=(1, net.cfg.num_points, 3)).astype(np.float32))
     report["grouping_ms"] = round(_time(lambda: net.group(pts), repeat), 2)
@@ -289,6 +341,17 @@ def format_report(report: dict) -> str:
                              f"x{enc['speedup_vs_eager'].get(key, float('nan')):.2f}{extra}")
             else:
                 lines.append(f"  {key:22s} {row}")
+    roof = report.get("roofline")
+    if roof:
+        bf16 = f", bf16 {roof['gemm_bf16_gflops']:.0f}" if "gemm_bf16_gflops" in roof else " (no native bf16)"
+        lines.append(f"\narithmetic limit: matrix multiply {roof['gemm_fp32_gflops']:.0f} GFLOP/s fp32{bf16} on "
+                     f"{m['torch_threads']} threads")
+        for label, row in roof["encoders"].items():
+            best = max(row.get("achieved_gflops", {0: 0}).items(), key=lambda kv: kv[1])
+            lines.append(f"  {label}: {row['gflop_per_shape']:.2f} GFLOP/shape (eager {row['eager_gflop_per_shape']:.2f}) "
+                         f"-> at least {row['floor_ms_fp32']:.1f} ms/shape in fp32, so at most "
+                         f"x{row.get('max_fp32_speedup_vs_eager', float('nan')):.2f} over eager; "
+                         f"fastest here {best[0]} at {best[1]:.0f} GFLOP/s")
     lines.append(f"\ngrouping (FPS + kNN, 1 shape): {report['grouping_ms']:.2f} ms")
     auto = report.get("auto")
     if auto:
