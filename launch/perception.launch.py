@@ -23,7 +23,7 @@ INPUT_TOPICS = {"points": "cloud_topic", "depth": "depth_topic", "camera_info": 
 NODE_ARGUMENTS = {
     "checkpoint": (str, "a registered model name (models list) or a weights path"),
     "model_registry": (str, "your own model registry YAML"),
-    "backend": (str, "torch | onnxruntime | tensorrt | auto | torch-eager"),
+    "backend": (str, "auto (default: measured once, cached) | torch | onnxruntime | tensorrt | torch-eager"),
     "precision": (str, "fp32 | fp16 (CUDA) | bf16"),
     "device": (str, "cpu | cuda"),
     "queries": (list, "parts published continuously: handle, or [handle, lid]"),

@@ -503,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--sampling", choices=["random", "fps"])
     seg.add_argument("--no-keypoints", action="store_true")
     seg.add_argument("--device", default="cpu")
-    seg.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "auto", "torch-eager"],
+    seg.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto", "torch-eager"],
                      help="encoder backend; auto: measured on this machine once, then cached (see README)")
     seg.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
     seg.add_argument("--out", required=True, help="result JSON")

@@ -16,7 +16,7 @@ PARAMETERS = {
     "checkpoint": ("", "a registered model name (python -m patchalign_ros models list) or weights (.safetensors + "
                        ".json or an official .pt); empty: the bundled default"),
     "model_registry": ("", "your own model registry YAML (adds to the shipped models/registry.yaml)"),
-    "backend": ("torch", "encoder backend: torch | onnxruntime | tensorrt | auto | torch-eager"),
+    "backend": ("auto", "encoder backend: auto (the fastest accurate one on this machine, measured once and cached) | torch | onnxruntime | tensorrt | torch-eager"),
     "precision": ("fp32", "fp32 | fp16 (CUDA, TensorRT) | bf16 (CPUs with AVX-512 bf16)"),
     "device": ("cpu", "torch device: cpu | cuda"),
     "text_encoder": ("", "minilm | sentence-transformers:DIR | openclip:MODEL@CKPT; empty: the model's own"),
