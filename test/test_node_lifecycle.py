@@ -43,7 +43,7 @@ def test_bad_start_up_values_are_refused_with_the_default_kept(rclpy_context, ch
                                      Parameter("scene.voxel_size", value=-1.0)))
     try:
         node = h.node
-        assert node.p("max_rate_hz") == 5.0 and node.p("gravity") == [0.0, 0.0, 0.0]
+        assert node.p("max_rate_hz") == 30.0 and node.p("gravity") == [0.0, 0.0, 0.0]
         assert node.p("reliability") == "auto" and node.p("scene.voxel_size") == 0.01
         assert node.autostart()
         # the node works with the defaults it kept (max_rate_hz=0 used to kill the worker)

@@ -22,6 +22,7 @@ from ..text import PromptEmbedder, check_dimensions, validate_queries
 from ..text.encoders import lazy_text_encoder
 from . import labeling
 from .keypoints import FewShotKeypoints, cluster_keypoints, features_at
+from .object_memory import ObjectMemory, Remembered
 from .preprocess import PreparedObject, checked_cloud, prepare_object, sample_indices, sample_indices_batch
 from .presence import PresenceModel, presence_features
 from .scene import SceneConfig, SceneSegmenter, UpPrior
@@ -114,6 +115,10 @@ class InferenceConfig:
     # ("grip" = handle, grip, grab handle, holder), as training drew them: one word's quirks in the
     # text space do not decide (measured: "grip" alone put parts on boxes and tins).
     synonym_ensemble: bool = True
+    # Frames of a stream (find_parts(..., memory_key=...)): an object that looks as it did in the
+    # last frame of the same view reuses its encoder pass for up to this long (inference/
+    # object_memory.py); 0: every object is encoded in every frame.
+    reuse_max_age_s: float = 0.0
     min_points: int = 32             # fewer valid points than this is an input error
     seed: int = 0
     scene: SceneConfig = field(default_factory=SceneConfig)
@@ -191,13 +196,14 @@ class SegmentationResult:
     plane: np.ndarray | None = None  # support plane (a, b, c, d), normal up; None: not found / object mode
     scene_message: str = ""          # what scene mode could not do or assumed (empty: all fine)
     dropped_objects: int = 0         # objects beyond scene.max_objects
+    reused_objects: int = 0          # objects whose encoder pass came from the last frame (ObjectMemory)
 
     def to_dict(self) -> dict:
         out = {"num_points": self.num_points, "num_valid_points": self.num_valid_points,
                "queries": list(self.queries), "objects": [o.to_dict() for o in self.objects],
                "up": None if self.up is None else _vec(self.up), "up_source": self.up_source,
                "plane": None if self.plane is None else _vec(self.plane), "scene_message": self.scene_message,
-               "dropped_objects": self.dropped_objects,
+               "dropped_objects": self.dropped_objects, "reused_objects": self.reused_objects,
                "timing_ms": {k: round(v, 3) for k, v in self.timing_ms.items()}}
         if self.organized_shape:
             out["organized_shape"] = list(self.organized_shape)
@@ -259,6 +265,7 @@ class _ScoredFrame:
     scene: object = None  # SceneSegmentation in scene mode
     nearest: dict = field(default_factory=dict)  # object id -> each point's nearest patch
     patch_logits: dict = field(default_factory=dict)  # object id -> (G, names) patch logits
+    reused: int = 0
 
 
 class PartFinder:
@@ -274,6 +281,12 @@ class PartFinder:
         self.config = config or InferenceConfig()
         self.segmenter = SceneSegmenter(self.config.scene)
         self.presence = PresenceModel.from_dict(self.config.presence or presence)
+        self.set_reuse(self.config.reuse_max_age_s)
+
+    def set_reuse(self, max_age_s: float) -> None:
+        """Reuse encoder passes of unchanged objects across frames for up to ``max_age_s`` (0: off)."""
+        self.config.reuse_max_age_s = float(max_age_s)
+        self.memory = ObjectMemory(self.config.reuse_max_age_s) if self.config.reuse_max_age_s > 0 else None
 
     @classmethod
     def load(cls, checkpoint=None, text_encoder: str | None = None, device: str = "cpu",
@@ -419,14 +432,37 @@ class PartFinder:
         starts = np.cumsum([0] + [len(g) for g in per_query[:-1]])
         return self._embed_groups([g for groups in per_query for g in groups], category), starts
 
-    def _score_objects(self, points, names: list, scene: bool, up, frame, sensor_origin, category=None
-                       ) -> "_ScoredFrame":
+    def _score_objects(self, points, names: list, scene: bool, up, frame, sensor_origin, category=None,
+                       memory_key=None) -> "_ScoredFrame":
         """The stages shared by every mode: validate, embed text, split the scene, encode all
         objects in one batch, and score every object point against every name."""
         with _single_threaded_blas():
-            return self._score_objects_inner(points, names, scene, up, frame, sensor_origin, category)
+            return self._score_objects_inner(points, names, scene, up, frame, sensor_origin, category, memory_key)
 
-    def _score_objects_inner(self, points, names, scene, up, frame, sensor_origin, category) -> "_ScoredFrame":
+    def _encode_objects(self, xyz, objects: list, up, memory_key, timer) -> tuple[list, int]:
+        """Per object (PreparedObject, features, centers, patch_index): one encoder batch for the
+        objects the memory does not hold unchanged (all of them without a memory or a key)."""
+        memory = self.memory if memory_key is not None and self.config.label_mode == "nearest" else None
+        context = (memory_key, None if up is None else np.asarray(up, dtype=np.float64))
+        recalled, voxels, centroids = memory.recall(xyz, objects, context) if memory else \
+            ([None] * len(objects), None, None)
+        fresh = [i for i, r in enumerate(recalled) if r is None]
+        prepared = self.prepare_objects(xyz, [objects[i] for i in fresh], up)
+        timer.lap("preprocess")
+        feats, centers, patch_index = self.encode_prepared(prepared) or (None, None, None)
+        timer.lap("encoder")
+        encoded_at = time.monotonic()
+        out = [None if r is None else (r.prepared, r.features, r.centers, r.patch_index) for r in recalled]
+        for j, i in enumerate(fresh):
+            out[i] = (prepared[j], feats[j], centers[j], patch_index[j])
+        if memory:
+            memory.remember([Remembered(voxels[i], centroids[i], *out[i],
+                                        encoded_at if recalled[i] is None else recalled[i].encoded_at)
+                             for i in range(len(objects))], context)
+        return out, len(objects) - len(fresh)
+
+    def _score_objects_inner(self, points, names, scene, up, frame, sensor_origin, category, memory_key
+                             ) -> "_ScoredFrame":
         timer = _Timer()
         xyz, shape, valid = self._valid_points(points)
         prior = self.up_prior(up, frame, organized=shape is not None,
@@ -436,22 +472,18 @@ class PartFinder:
         timer.lap("text")
         objects, up, seg = self._objects(xyz, valid, scene, prior, sensor_origin)
         timer.lap("scene")
-        prepared = self.prepare_objects(xyz, objects, up)
-        timer.lap("preprocess")
-        feats, centers, patch_index = self.encode_prepared(prepared) or (None, None, None)
-        timer.lap("encoder")
+        encoded, reused = self._encode_objects(xyz, objects, up, memory_key, timer)
         scored, nearest, patch_logits = [], {}, {}
-        for i, (idx, prep) in enumerate(zip(objects, prepared)):
-            probs, nearest[i], patch_logits[i] = self._object_probs(xyz, idx, prep, feats[i], centers[i],
-                                                                    patch_index[i], text)
-            scored.append((i, idx, prep, feats[i], centers[i], probs))
-        return _ScoredFrame(timer, xyz, shape, valid, up, scored, seg, nearest, patch_logits)
+        for i, (idx, (prep, feats, centers, patch_index)) in enumerate(zip(objects, encoded)):
+            probs, nearest[i], patch_logits[i] = self._object_probs(xyz, idx, prep, feats, centers, patch_index, text)
+            scored.append((i, idx, prep, feats, centers, probs))
+        return _ScoredFrame(timer, xyz, shape, valid, up, scored, seg, nearest, patch_logits, reused)
 
     @staticmethod
     def _result(frame: "_ScoredFrame", queries, objects, given_up: bool) -> SegmentationResult:
         seg = frame.scene
         result = SegmentationResult(len(frame.xyz), len(frame.valid), queries, objects, frame.timer.done(),
-                                    frame.shape, frame.up)
+                                    frame.shape, frame.up, reused_objects=frame.reused)
         if seg is not None:
             result.up_source, result.plane = seg.up_source, seg.plane
             result.scene_message, result.dropped_objects = seg.message, seg.dropped
@@ -462,15 +494,18 @@ class PartFinder:
     def find_parts(self, points, queries, scene: bool = False, keypoints: bool = True, up=None,
                    sensor_origin=(0.0, 0.0, 0.0), min_score: float | None = None,
                    few_shot: FewShotKeypoints | None = None, category: str | None = None,
-                   frame: str | None = "auto") -> SegmentationResult:
+                   frame: str | None = "auto", memory_key: str | None = None) -> SegmentationResult:
         """Parts named by ``queries``. ``up``: the up direction in the cloud's frame (e.g. minus
         gravity), a hard prior for the support plane and the object alignment; without it
         scene mode takes up from the plane, guided by the ``frame`` convention (see
-        ``up_prior``), and object mode does not gravity-align."""
+        ``up_prior``), and object mode does not gravity-align. ``memory_key``: the view this
+        frame comes from (a stream's frame id); with ``reuse_max_age_s`` set, objects unchanged
+        since the last frame of the same key reuse its encoder pass (see object_memory.py)."""
         queries = validate_queries(queries)
         threshold = self.config.score_threshold if min_score is None else float(min_score)
         names = queries + self.competitors(queries)
-        scored = self._score_objects(points, names, scene, up, frame, sensor_origin, category)
+        scored = self._score_objects(points, names, scene, up, frame, sensor_origin, category,
+                                     memory_key if few_shot is None else None)
         xyz, aligned_up = scored.xyz, scored.up
         results = []
         for obj_id, idx, prep, feats, centers, probs in scored.objects:

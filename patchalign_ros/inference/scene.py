@@ -233,8 +233,17 @@ def inside_hull(hull_points_2d: np.ndarray, query_2d: np.ndarray, margin: float 
         hull = ConvexHull(hull_points_2d)
     except Exception:  # qhull refuses degenerate input
         return None
-    # hull.equations: unit outward normals and offsets, inside where n.x + b <= 0
-    return (query_2d @ hull.equations[:, :2].T + hull.equations[:, 2]).max(axis=1) <= margin
+    # hull.equations: unit outward normals and offsets, inside where n.x + b <= 0 for every edge;
+    # one edge at a time, so no (points, edges) temporary
+    x, y = np.ascontiguousarray(query_2d[:, 0]), np.ascontiguousarray(query_2d[:, 1])
+    inside = np.ones(len(query_2d), dtype=bool)
+    side = np.empty(len(query_2d))
+    for nx, ny, offset in hull.equations:
+        np.multiply(x, nx, out=side)
+        side += y * ny
+        side += offset
+        inside &= side <= margin
+    return inside
 
 
 class SceneSegmenter:

@@ -62,6 +62,7 @@ class PerceptionNode(LifecycleNode):
         self._last_run = 0.0
         self._stats = {"received": 0, "processed": 0, "dropped": 0, "rejected": 0, "failed": 0, "errors": 0}
         self._last_timing = {}
+        self._last_reused = (0, 0)  # (objects whose encoder pass was reused, objects) of the last frame
         self._last_reject = ""
         self._scene_message = ""
         self._logged_causes = set()
@@ -249,13 +250,15 @@ class PerceptionNode(LifecycleNode):
             apply_live(finder, self.p)
             up, hint = self._up_for(frame.header.frame_id)
             result = finder.find_parts(frame.points, queries, scene=bool(self.p("scene_mode")), keypoints=keypoints,
-                                       min_score=min_score, up=up, frame=hint or "auto")
+                                       min_score=min_score, up=up, frame=hint or "auto",
+                                       memory_key=frame.header.frame_id)
         self._scene_message = result.scene_message
         if result.scene_message:
             self._log_once("scene:" + result.scene_message.split(";")[0][:40], f"scene: {result.scene_message}")
         result.timing_ms["preprocess"] = result.timing_ms.get("preprocess", 0.0) + convert_ms
         result.timing_ms["total"] = result.timing_ms.get("total", 0.0) + convert_ms
         self._last_timing = dict(result.timing_ms)
+        self._last_reused = (result.reused_objects, len(result.objects))
         out = result_to_msg(result, frame.header)
         if moved is not None:
             transform_segments(out, *moved, target)

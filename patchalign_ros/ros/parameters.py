@@ -41,7 +41,10 @@ PARAMETERS = {
     "publish_detections": (True, "publish vision_msgs/Detection3DArray on ~/detections (when vision_msgs is "
                                  "installed)"),
     "scene_mode": (True, "split clouds into objects (plane removal + clustering); false: one object"),
-    "max_rate_hz": (5.0, "continuous inference rate limit; newer frames replace older ones"),
+    "max_rate_hz": (30.0, "continuous inference rate limit (a camera's rate; frames that arrive while one is "
+                          "processed are replaced by the newest)"),
+    "reuse_max_age_s": (1.0, "an object unchanged since the last frame (its occupied voxels) reuses that "
+                             "frame's encoder pass, for at most this long; 0: encode every object every frame"),
     "reliability": ("auto", "input QoS reliability: auto (match what the publishers offer, re-checked when "
                             "they change) | best_effort (SensorDataQoS) | reliable"),
     "qos_depth": (2, "input QoS depth"),
@@ -79,11 +82,11 @@ SCENE_FIELDS = [name.split(".", 1)[1] for name in PARAMETERS if name.startswith(
 UP_FIELDS = ("up_tolerance_deg", "body_up_tolerance_deg", "gravity_tolerance_deg")  # SceneConfig fields too
 # Take effect only at configure: read-only after start (change them with a new launch).
 READ_ONLY = {"checkpoint", "model_registry", "backend", "precision", "device", "text_encoder", "threads",
-             "autostart", "qos_depth", "input", "use_color", "sync_slop_s"}
+             "autostart", "qos_depth", "input", "use_color", "sync_slop_s", "reuse_max_age_s"}
 # name -> (low, high) inclusive ranges
 RANGES = {"score_threshold": (0.0, 1.0), "part_min_mean_score": (0.0, 1.0), "max_part_fraction": (0.0, 1.0),
           "presence_threshold": (0.0, 1.0), "depth_scale": (0.0, 1000.0), "sync_slop_s": (0.001, 10.0),
-          "max_rate_hz": (0.01, 1000.0), "qos_depth": (1, 1000), "stale_input_s": (0.1, 3600.0),
+          "max_rate_hz": (0.01, 1000.0), "reuse_max_age_s": (0.0, 60.0), "qos_depth": (1, 1000), "stale_input_s": (0.1, 3600.0),
           "tf_timeout_s": (0.0, 10.0), "up_tolerance_deg": (1.0, 89.0), "body_up_tolerance_deg": (1.0, 89.0),
           "gravity_tolerance_deg": (1.0, 89.0), "service_timeout_s": (0.0, 3600.0), "max_wait_s": (0.0, 3600.0),
           "max_cloud_age_s": (0.0, 1e6), "warn_total_ms": (1.0, 1e6), "threads": (0, 256),
@@ -180,7 +183,8 @@ def inference_config(get):
                            part_min_mean_score=float(get("part_min_mean_score")),
                            max_part_fraction=float(get("max_part_fraction")),
                            presence_threshold=float(get("presence_threshold")) or None,
-                           background=[b for b in get("background") if b.strip()], scene=scene_config(get))
+                           background=[b for b in get("background") if b.strip()],
+                           reuse_max_age_s=float(get("reuse_max_age_s")), scene=scene_config(get))
 
 
 def apply_live(finder, get) -> None:
