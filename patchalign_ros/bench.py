@@ -147,10 +147,12 @@ def encoder_table(net, label: str, backends, batches=(1, 4, 8), repeat: int = 5,
 DEVELOPMENT_SCAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_scans" / "mosd" / "test34.pcd"
 
 
-def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10) -> dict:
+def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10, stream: bool = False) -> dict:
     """A real organized frame end to end as the node runs it: PointCloud2 -> numpy, the scene
     path, the result message, the labelled cloud, markers and keypoint poses (all but DDS).
-    Without the ROS message packages only the library part is timed."""
+    Without the ROS message packages only the library part is timed. ``stream``: as the node
+    runs a stream of it (memory_key set; this frame replayed, so every object after the first
+    frame reuses its encoder pass); otherwise every frame is encoded in full."""
     from .pointcloud_io import read_point_cloud
 
     points, shape = read_point_cloud(scan_path)
@@ -164,13 +166,16 @@ def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10) -> 
     except ImportError:
         msg = None
     results = []
+    key = "camera_depth_optical_frame" if stream else None
+    if stream:
+        finder.set_reuse(1.0)
 
     def frame():
         if msg is None:
-            results.append(finder.find_parts(cloud, list(queries), scene=True))
+            results.append(finder.find_parts(cloud, list(queries), scene=True, memory_key=key))
             return
         xyz = cloud_to_xyz(msg)
-        result = finder.find_parts(xyz, list(queries), scene=True, frame=msg.header.frame_id)
+        result = finder.find_parts(xyz, list(queries), scene=True, frame=msg.header.frame_id, memory_key=key)
         out = result_to_msg(result, msg.header)
         labeled_cloud(xyz, result, out.header), markers(out), keypoint_poses(out)
         results.append(result)
@@ -179,7 +184,9 @@ def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10) -> 
     stages = {k: round(statistics.median(r.timing_ms[k] for r in results[2:]), 1) for k in results[-1].timing_ms}
     return {"scan": Path(scan_path).name, "points": int(len(points)), "objects": len(results[-1].objects),
             "queries": list(queries), "end_to_end_ms": round(ms, 1), "hz": round(1000 / ms, 2),
-            "includes_ros_conversion": msg is not None, "stages_ms": stages}
+            "includes_ros_conversion": msg is not None, "stream": stream,
+            "reused_objects_median": float(statistics.median(r.reused_objects for r in results[2:])),
+            "stages_ms": stages}
 
 
 SWEEP_CATEGORIES = ("mug", "bottle", "box", "bowl", "cup", "jar", "canister", "pitcher")
@@ -329,9 +336,11 @@ def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, f
     real_scan = real_scan or (DEVELOPMENT_SCAN if DEVELOPMENT_SCAN.is_file() else None)
     if real_scan:
         real = {}
-        for backend, precision in (("torch", "fp32"), ("torch", "bf16")):
+        for backend, precision, stream in (("auto", "fp32", False), ("auto", "fp32", True), ("torch", "fp32", False),
+                                           ("torch", "bf16", False)):
             finder = PartFinder.load(checkpoint, backend=backend, precision=precision, cache_dir=None)
-            real[f"{backend}-{precision}"] = real_frame_row(finder, real_scan, repeat=repeat)
+            label = f"{backend} -> {finder.model.backend_name} {precision}" if backend == "auto" else f"{backend}-{precision}"
+            real[label + (", stream" if stream else "")] = real_frame_row(finder, real_scan, repeat=repeat, stream=stream)
         report["real_frame"] = real
 
     if sweep:
@@ -387,7 +396,8 @@ def format_report(report: dict) -> str:
         else:
             lines.append(f"scene {key}: {s}")
     for key, r in report.get("real_frame", {}).items():
-        lines.append(f"real frame {r['scan']} ({r['points']} points, {r['objects']} objects, {r['queries']}), "
+        reused = f", median {r['reused_objects_median']:.0f} reused" if r.get("stream") else ""
+        lines.append(f"real frame {r['scan']} ({r['points']} points, {r['objects']} objects{reused}, {r['queries']}), "
                      f"{key}: {r['end_to_end_ms']:.1f} ms = {r['hz']:.1f} Hz end to end  {r['stages_ms']}")
     sweep = report.get("clutter_sweep")
     if sweep:

@@ -161,7 +161,45 @@ def test_bench_report(tiny_ckpt, tmp_path):
     assert report["scene_640x480"]["torch-fp32"]["objects"] == 3
     assert report["text_query_ms"]["cached_query"] < report["text_query_ms"]["new_query"]
     assert json.loads((tmp_path / "bench.json").read_text())["peak_rss_MB"] > 0
-    assert "scene 640x480" in format_report(report)
+    roof = report["roofline"]
+    assert roof["gemm_fp32_gflops"] > 1 and isinstance(roof["native_bf16"], bool)
+    (row,) = roof["encoders"].values()
+    assert 0 < row["gflop_per_shape"] < row["eager_gflop_per_shape"] and row["floor_ms_fp32"] > 0
+    assert row["max_fp32_speedup_vs_eager"] > 0 and row["achieved_gflops"]["onnxruntime-fp32"] > 0
+    text = format_report(report)
+    assert "scene 640x480" in text and "arithmetic limit: matrix multiply" in text
+
+
+def test_encoder_flops_match_what_torch_counts():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from patchalign_ros.bench import encoder_flops
+    from patchalign_ros.model.fused import FusedEncoder
+
+    net = random_net(seed=3)
+    cfg = net.cfg
+    neighborhood, centers, _ = net.group(torch.randn(2, cfg.num_points, 3))
+    tokens = cfg.num_group + 1
+    attention = cfg.depth * 2 * (2 * tokens * tokens * cfg.trans_dim)  # q.k and attn.v per block
+    for module, fused in ((FusedEncoder(net), True), (net.forward_groups, False)):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            module(neighborhood, centers)
+        counted = counter.get_total_flops() / 2  # per shape
+        # torch's counter may or may not see inside scaled_dot_product_attention on the CPU
+        assert min(abs(counted - encoder_flops(cfg, fused)), abs(counted + attention - encoder_flops(cfg, fused))) \
+            <= 0.01 * counted
+
+
+def test_a_static_stream_reuses_encoder_passes(tiny_ckpt):
+    from patchalign_ros.bench import static_stream
+    from patchalign_ros.data.synthetic import tabletop_scene
+    from patchalign_ros.inference.pipeline import PartFinder
+
+    finder = PartFinder.load(tiny_ckpt, cache_dir=None)
+    scene = tabletop_scene(np.random.default_rng(2), width=320, height=240)
+    row = static_stream(finder, scene.points, frames=4)
+    assert row["objects_found"] == 3 and row["reused_objects_median"] >= 2
+    assert finder.memory is None  # the finder is left as it was
 
 
 def test_fp16_onnx_export_leaves_the_network_in_fp32(tmp_path):
