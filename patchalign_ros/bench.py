@@ -272,6 +272,11 @@ def _plot_sweep(rows: dict, png) -> None:
         for stage in ("scene", "encoder", "postprocess", "total"):
             ax.plot(x, [r["stages_ms"][stage] for r in data], marker="o", label=stage,
                     lw=2.5 if stage == "total" else 1.5)
+        stream = rows.get("static_stream")
+        if key == "by_objects" and stream:
+            ax.plot([stream["objects_found"]], [stream["stages_ms"]["total"]], marker="*", ms=14, ls="none",
+                    color="tab:purple", label=f"total, static table (median {stream['reused_objects_median']:.0f} "
+                                              f"objects reused)")
         ax.axhline(100.0, color="k", ls=":", lw=1, label="10 Hz")
         ax.set_xlabel(label)
         ax.set_ylabel("ms (median)")

@@ -3,9 +3,10 @@
 A robot looking at a table sees the same objects frame after frame; the encoder (half of a
 cluttered frame's time, ~5 ms an object on two cores) would compute the same patch features
 again. An object of a new frame takes its predecessor's features only when both look the same
-from the same frame and the same "up": their occupied voxels (1 cm) overlap with an IoU of at
-least ``min_overlap`` (measured on real Kinect scans: fresh sensor noise keeps 0.82-0.93 at
-1 cm, a shift of 1 cm drops it to 0.42-0.64), and the features are younger than ``max_age_s``
+from the same frame and the same "up": their occupied voxels (1 cm, growing with range) overlap
+with an IoU of at least ``min_overlap`` (measured on real mOSD Kinect scans with added depth
+noise: the same objects keep 0.82-0.93 at 1 cm, shifted by 1 cm they drop to 0.42-0.64), their
+centroids are within ``max_centroid_shift``, and the features are younger than ``max_age_s``
 (so an object is encoded again at least that often, whatever happens). Everything after the
 encoder - each point's nearest patch, the part labels, presence, keypoints - is computed from
 the new frame's points, through the model frame the features were encoded in.
@@ -56,10 +57,6 @@ class ObjectMemory:
         self._entries: list[Remembered] = []
         self._context = None
         self._lock = threading.Lock()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries, self._context = [], None
 
     def recall(self, xyz: np.ndarray, objects: list, context) -> tuple[list, list, list]:
         """(for each object: a Remembered it may reuse or None; each object's voxels and centroid).
