@@ -61,11 +61,11 @@ class ObjectMemory:
     def recall(self, xyz: np.ndarray, objects: list, context) -> tuple[list, list, list]:
         """(for each object: a Remembered it may reuse or None; each object's voxels and centroid).
         ``context``: what the features also depend on (frame, up); a different one recalls nothing."""
-        centroids = [xyz[idx].mean(axis=0) for idx in objects]
+        points = [xyz[idx] for idx in objects]  # gathered once: each object's points are read twice
+        centroids = [p.mean(axis=0) for p in points]
         # voxels grow with range as depth noise does (structured light's and stereo's is ~z^2):
         # 1 cm up to 1 m from the sensor, 2 cm at 2 m
-        voxels = [occupancy(xyz[idx], self.voxel * max(1.0, float(np.linalg.norm(c))))
-                  for idx, c in zip(objects, centroids)]
+        voxels = [occupancy(p, self.voxel * max(1.0, float(np.linalg.norm(c)))) for p, c in zip(points, centroids)]
         with self._lock:
             entries = self._entries if _same_context(self._context, context) else []
             now = time.monotonic()
