@@ -316,6 +316,17 @@ def cmd_realsense_masks(args) -> int:
     return 0
 
 
+def cmd_lid_masks(args) -> int:
+    from .evaluation.real_parts import save_lid_masks_png
+
+    if not Path(args.data_root).is_dir():
+        raise UsageError(f"--data-root: no such directory {args.data_root}")
+    out = save_lid_masks_png(args.data_root, args.out)
+    print(f"lid masks: {len(out['kept'])} kept; {len(out['rejected'])} rejected (on a side or edge: "
+          f"{', '.join(out['rejected'])}) -> {args.out}")
+    return 0
+
+
 def cmd_fit_sensor(args) -> int:
     from .data.sensors import SENSORS, fit_active_stereo, fit_kinect_quantisation
     from .evaluation.real_scans import find_scans
@@ -640,6 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--data-root", required=True, help="the ../shared/data layout")
     rm.add_argument("--out", default="realsense_masks.png")
     rm.set_defaults(func=cmd_realsense_masks)
+
+    lm = sub.add_parser("lid-masks", help="draw every Kinect tin's lid mask (its top band) over its RGB crop, and "
+                        "which bands are rejected (a tin on its side or edge)")
+    lm.add_argument("--data-root", required=True, help="the ../shared/data layout")
+    lm.add_argument("--out", default="lid_masks.png")
+    lm.set_defaults(func=cmd_lid_masks)
 
     fs = sub.add_parser("fit-sensor", help="measure a Kinect-class sensor on organized scans (depth steps, table "
                                            "plane scatter), or with --realsense an active-stereo one on RGB-D "

@@ -52,6 +52,33 @@ def test_cylinder_handle_rule_finds_a_mug_handle(radius, tube):
     assert area[found & truth].sum() / area[truth].sum() > 0.35  # the part within the 8 mm margin is missed
 
 
+def _cylinder_surface(rng, radius, length, n=20000):
+    """Points on a closed cylinder along +z from 0 to ``length``: wall and both end discs."""
+    wall, ends = int(n * length / (length + radius)), n - int(n * length / (length + radius))
+    theta = rng.uniform(0, 2 * np.pi, n)
+    r = radius * np.sqrt(rng.uniform(0, 1, ends))
+    pts = np.zeros((n, 3))
+    pts[:wall] = np.c_[radius * np.cos(theta[:wall]), radius * np.sin(theta[:wall]), rng.uniform(0, length, wall)]
+    pts[wall:] = np.c_[r * np.cos(theta[wall:]), r * np.sin(theta[wall:]), rng.choice([0.0, length], ends)]
+    return pts
+
+
+@pytest.mark.parametrize("radius, length", [(0.035, 0.12), (0.10, 0.08)])  # a tall can, a cookie tin
+def test_lid_band_is_the_top_of_an_upright_tin_and_nothing_on_a_lying_one(radius, length):
+    from patchalign_ros.evaluation.real_captures import LID_MIN_FOOTPRINT, footprint_coverage, lid_band
+
+    rng = np.random.default_rng(1)
+    up = np.array([0.0, 0.0, 1.0])
+    upright = _cylinder_surface(rng, radius, length)
+    lid = lid_band(upright, up)
+    assert lid is not None and (upright[lid, 2] >= length - 0.015 - 1e-9).all()
+    assert footprint_coverage(upright, lid, up).min() > 0.95
+    lying = upright[:, [2, 1, 0]]  # axis along x: on its side, the top band is a strip of its wall
+    band = lying[:, 2] >= lying[:, 2].max() - 0.015
+    assert footprint_coverage(lying, band, up).min() < LID_MIN_FOOTPRINT
+    assert lid_band(lying, up) is None
+
+
 def test_label_mesh_gives_every_triangle_one_part():
     from patchalign_ros.data.real_meshes import MeshRule
 

@@ -96,3 +96,15 @@ def test_evaluate_presence_cli_counts_mistakes(tmp_path):
     assert handle["false_part_points"] <= HANDLE_FALSE_POINTS
     rows = [r for r in report["captures"] if r["capture"] == "test34"]
     assert rows and rows[0]["queries"]["handle"]["iou"][0]["scene_iou"] >= 0.55
+
+
+def test_lid_masks_are_tops_of_upright_tins_only(tmp_path):
+    """The tins lying on a side or standing on an edge (checked by eye in docs/results/lid_masks.png)
+    get no lid mask: their top band is a strip of their side."""
+    from patchalign_ros.evaluation.real_parts import save_lid_masks_png
+
+    out = save_lid_masks_png(DATA, tmp_path / "lids.png")
+    assert {"test35/4", "test37/2", "test37/3", "test37/4", "test38/2", "test38/3", "learn37/2",
+            "learn38/4"} <= set(out["rejected"])
+    assert {"test31/2", "test33/2", "test42/5", "learn44/3", "learn43/4"} <= set(out["kept"])
+    assert len(out["kept"]) == 42 and (tmp_path / "lids.png").stat().st_size > 10_000

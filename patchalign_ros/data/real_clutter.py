@@ -3,8 +3,9 @@
 yaw. Objects known to lack a part give all-negative targets for it (``Sample.absent``: a box has
 no handle, no cap); the yellow container's labelled lug handles are real positive handles, and
 upright tins and canisters give real lids (their top 1.5 cm, when it holds at least 15 % of the
-object's points: a tin standing on its edge shows its lid sideways and is left out). The
-held-out split is never read here.
+object's points and spans the object's footprint: a tin on its side or standing on its edge shows
+its lid sideways and is left out, ``evaluation.real_captures.lid_band``). The held-out split is
+never read here.
 """
 from __future__ import annotations
 

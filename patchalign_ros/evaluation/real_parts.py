@@ -390,3 +390,60 @@ def save_capture_masks_png(data_root, path) -> list:
     fig.savefig(path, dpi=70)
     plt.close(fig)
     return [c.name for c in masked]
+
+
+def save_lid_masks_png(data_root, path, columns: int = 9) -> dict:
+    """Every Kinect tin or canister with a lid in view, its RGB crop with the top band painted:
+    green where it is the lid mask (``lid_band``), red where the band is rejected (the tin lies on
+    its side or stands on its edge: a strip of its side, not its lid), with the band's footprint
+    coverage. Returns {"kept": [...], "rejected": [...]} as "capture/object" names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .real_captures import LID_BAND, footprint_coverage, lid_band, load_captures, table_up
+
+    tiles, out = [], {"kept": [], "rejected": []}
+    for capture in load_captures(data_root):
+        up = table_up(capture)
+        if capture.source == "RealSense" or up is None or capture.colors is None:
+            continue
+        pts_all = capture.cloud.reshape(-1, 3)
+        finite = np.isfinite(pts_all).all(axis=1)
+        for k, truth in sorted(capture.truth.items()):
+            idx = np.flatnonzero((capture.object_id == k) & finite)
+            if truth["closure"] is not True or len(idx) < 100:
+                continue
+            pts = pts_all[idx]
+            height = pts @ up
+            band = height >= height.max() - LID_BAND
+            mask = lid_band(pts, up)
+            cover = footprint_coverage(pts, band, up).min()
+            name = f"{capture.name}/{k}"
+            out["kept" if mask is not None else "rejected"].append(name)
+            tiles.append((capture, idx, band, mask is not None,
+                          f"{name} ({capture.split})\n{'lid' if mask is not None else 'no mask'}: "
+                          f"band {band.mean():.2f}, cover {cover:.2f}"))
+    if not tiles:
+        raise FileNotFoundError(f"no Kinect captures with lids under {data_root}/real_scans")
+    rows = -(-len(tiles) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (capture, idx, band, kept, title) in zip(axes.ravel(), tiles):
+        h, w = capture.cloud.shape[:2]
+        ys, xs = np.divmod(idx, w)
+        crop = (slice(max(ys.min() - 8, 0), ys.max() + 8), slice(max(xs.min() - 8, 0), xs.max() + 8))
+        image = capture.colors.reshape(-1, 3).astype(float)
+        image[idx[band]] = 0.4 * image[idx[band]] + 0.6 * np.array([0.0, 255.0, 0.0] if kept else [255.0, 0.0, 0.0])
+        ax.imshow(image.reshape(h, w, 3)[crop].astype(np.uint8))
+        ax.set_title(title, fontsize=7, color="black" if kept else "red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=48)
+    plt.close(fig)
+    from PIL import Image
+
+    with Image.open(path) as image:  # 256 colours: a third of the size, as readable
+        image.convert("RGB").quantize(256).save(path, optimize=True)
+    return out
