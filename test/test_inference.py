@@ -160,6 +160,40 @@ def test_membership_labelling(finder):
     assert sum(len(p.point_indices) for p in result.objects[0].parts) == 5000
 
 
+def test_test_views_average_other_samples_turned_about_up(finder):
+    """View v samples with seed + v and turns by v/V of a turn about up; the point
+    probabilities are the views' mean, and one view is the plain pass."""
+    rng = np.random.default_rng(6)
+    pts = rng.normal(size=(4000, 3)) * [0.1, 0.05, 0.3]
+    up = np.array([0.0, 0.0, 1.0])
+    idx = np.arange(len(pts))
+    finder.config.test_views = 3
+    try:
+        prepared = [finder.prepare_objects(pts, [idx], up, view=v)[0] for v in range(3)]
+        result = finder.find_parts(pts, ["handle", "seat"], up=up, min_score=0.0, keypoints=False)
+        text = finder.query_text(["handle", "seat"] + finder.competitors(["handle", "seat"]))
+        encoded = finder.encode_prepared(prepared)
+        views = [finder._object_probs(pts, idx, prepared[v], encoded[0][v], encoded[1][v], encoded[2][v], text)[0]
+                 for v in range(3)]
+    finally:
+        finder.config.test_views = 1
+    for v, prep in enumerate(prepared):  # each view's input is its points in its own model frame
+        assert np.allclose(prep.model_points, finder.to_model_frame(prep, pts[prep.sample_index]), atol=1e-5)
+    assert not np.array_equal(prepared[0].sample_index, prepared[1].sample_index)
+    turn = prepared[1].rotation @ prepared[0].rotation.T  # a third of a turn about the model's up
+    model_up = prepared[0].rotation @ up
+    assert np.allclose(turn @ model_up, model_up, atol=1e-9)
+    assert np.trace(turn) == pytest.approx(1 + 2 * np.cos(2 * np.pi / 3), abs=1e-9)
+    mean = np.mean(views, axis=0)
+    assert np.allclose(result.objects[0].point_scores, mean[:, :2].max(axis=1), atol=1e-5)
+    single = finder.find_parts(pts, ["handle", "seat"], up=up, min_score=0.0, keypoints=False)
+    assert np.allclose(single.objects[0].point_scores, views[0][:, :2].max(axis=1), atol=1e-5)
+    assert not np.allclose(single.objects[0].point_scores, result.objects[0].point_scores, atol=1e-3)
+    for bad in (0, 17, 1.5, True):
+        with pytest.raises(ValueError, match="test_views"):
+            InferenceConfig(test_views=bad)
+
+
 def test_scene_mode_finds_each_object(finder, small_scene):
     result = finder.find_parts(small_scene.points, ["handle", "cap", "lid"], scene=True)
     assert len(result.objects) == 3

@@ -53,6 +53,19 @@ def test_an_unchanged_frame_reuses_every_encoder_pass_with_the_same_result(minil
     assert again.to_dict()["reused_objects"] == n
 
 
+def test_test_views_are_remembered_together_and_a_change_of_views_recalls_nothing(minilm, tmp_path, scene):
+    finder = _finder(minilm, tmp_path, 5.0)
+    finder.config.test_views = 2
+    first = finder.find_parts(scene.points, ["handle", "lid"], scene=True, memory_key="camera")
+    n = len(first.objects)
+    assert finder.model.encoded == 2 * n  # both views of every object, in one pass
+    again = finder.find_parts(scene.points, ["handle", "lid"], scene=True, memory_key="camera")
+    assert again.reused_objects == n and finder.model.encoded == 2 * n and _parts(again) == _parts(first)
+    finder.config.test_views = 1  # single-view passes are not the two-view ones
+    single = finder.find_parts(scene.points, ["handle", "lid"], scene=True, memory_key="camera")
+    assert single.reused_objects == 0 and finder.model.encoded == 3 * n
+
+
 def test_a_moved_object_is_encoded_again_and_labelled_as_a_fresh_finder_labels_it(minilm, tmp_path, scene):
     finder = _finder(minilm, tmp_path, 5.0)
     first = finder.find_parts(scene.points, ["handle"], scene=True, memory_key="camera")

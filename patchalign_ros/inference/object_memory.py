@@ -38,10 +38,9 @@ def overlap(a: np.ndarray, b: np.ndarray) -> float:
 class Remembered:
     voxels: np.ndarray
     centroid: np.ndarray
-    prepared: object          # PreparedObject: the model frame the features live in
-    features: np.ndarray      # (G, D)
-    centers: np.ndarray       # (G, 3), model frame
-    patch_index: np.ndarray   # (G, k)
+    # one (PreparedObject: the model frame the features live in, features (G, D), centers (G, 3)
+    # in the model frame, patch_index (G, k)) per test view
+    views: list
     encoded_at: float         # time.monotonic() of the encoder pass
 
 
@@ -60,7 +59,8 @@ class ObjectMemory:
 
     def recall(self, xyz: np.ndarray, objects: list, context) -> tuple[list, list, list]:
         """(for each object: a Remembered it may reuse or None; each object's voxels and centroid).
-        ``context``: what the features also depend on (frame, up); a different one recalls nothing."""
+        ``context``: what the features also depend on (frame, up, test views); a different one
+        recalls nothing."""
         points = [xyz[idx] for idx in objects]  # gathered once: each object's points are read twice
         centroids = [p.mean(axis=0) for p in points]
         # voxels grow with range as depth noise does (structured light's and stereo's is ~z^2):
@@ -91,7 +91,7 @@ class ObjectMemory:
 
 
 def _same_context(a, b) -> bool:
-    if a is None or b is None or a[0] != b[0]:
+    if a is None or b is None or a[0] != b[0] or a[2:] != b[2:]:
         return False
     up_a, up_b = a[1], b[1]
     if up_a is None or up_b is None:

@@ -119,9 +119,19 @@ class InferenceConfig:
     # last frame of the same view reuses its encoder pass for up to this long (inference/
     # object_memory.py); 0: every object is encoded in every frame.
     reuse_max_age_s: float = 0.0
+    # Test-time views: each object is encoded this many times (other random samples of its
+    # points, turned about up by 360/views degrees where up is known) and its point
+    # probabilities and presence statistics are the views' means. Costs views x the encoder.
+    test_views: int = 1
     min_points: int = 32             # fewer valid points than this is an input error
     seed: int = 0
     scene: SceneConfig = field(default_factory=SceneConfig)
+
+    def __post_init__(self):
+        if isinstance(self.test_views, bool) or not isinstance(self.test_views, (int, np.integer)) \
+                or not 1 <= self.test_views <= 16:
+            raise ValueError(f"test_views must be an integer from 1 to 16, got {self.test_views!r}")
+        self.test_views = int(self.test_views)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "InferenceConfig":
@@ -264,7 +274,7 @@ class _ScoredFrame:
     objects: list  # (object id, point indices, PreparedObject, patch features, centers, point probs)
     scene: object = None  # SceneSegmentation in scene mode
     nearest: dict = field(default_factory=dict)  # object id -> each point's nearest patch
-    patch_logits: dict = field(default_factory=dict)  # object id -> (G, names) patch logits
+    patch_logits: dict = field(default_factory=dict)  # object id -> [(G, names) patch logits per view]
     reused: int = 0
 
 
@@ -349,17 +359,21 @@ class PartFinder:
         seg = self.segmenter.segment(xyz[valid], sensor_origin=sensor_origin, prior=prior)
         return [valid[o] for o in seg.objects], seg.up, seg
 
-    def prepare_objects(self, xyz: np.ndarray, objects: list, up=None) -> list:
+    def prepare_objects(self, xyz: np.ndarray, objects: list, up=None, view: int = 0) -> list:
+        """Model input per object; ``view`` v of ``test_views`` samples with seed + v and turns
+        by v / test_views of a full turn about up (view 0: the plain pass)."""
         cfg = self.model.config
+        seed = self.config.seed + view
+        yaw = 2.0 * np.pi * view / max(1, self.config.test_views)
         if self.config.sampling == "random":
             # One generator per object, seeded alike: an object is sampled the same way whether
             # it comes from a scene or alone (object mode), whatever else is in the frame.
-            samples = [sample_indices(xyz[idx], cfg.num_points, "random", np.random.default_rng(self.config.seed))
+            samples = [sample_indices(xyz[idx], cfg.num_points, "random", np.random.default_rng(seed))
                        for idx in objects]
         else:
             samples = sample_indices_batch([xyz[idx] for idx in objects], cfg.num_points, self.config.sampling,
-                                           np.random.default_rng(self.config.seed))
-        return [prepare_object(xyz[idx], cfg.num_points, cfg.axis_permutation, up=up, index=sample)
+                                           np.random.default_rng(seed))
+        return [prepare_object(xyz[idx], cfg.num_points, cfg.axis_permutation, up=up, index=sample, yaw=yaw)
                 for idx, sample in zip(objects, samples)]
 
     def encode_prepared(self, prepared: list):
@@ -440,23 +454,27 @@ class PartFinder:
             return self._score_objects_inner(points, names, scene, up, frame, sensor_origin, category, memory_key)
 
     def _encode_objects(self, xyz, objects: list, up, memory_key, timer) -> tuple[list, int]:
-        """Per object (PreparedObject, features, centers, patch_index): one encoder batch for the
-        objects the memory does not hold unchanged (all of them without a memory or a key)."""
+        """Per object a list of (PreparedObject, features, centers, patch_index), one per test
+        view: one encoder batch (every view of every object) for the objects the memory does not
+        hold unchanged (all of them without a memory or a key)."""
         memory = self.memory if memory_key is not None and self.config.label_mode == "nearest" else None
-        context = (memory_key, None if up is None else np.asarray(up, dtype=np.float64))
+        views = self.config.test_views
+        context = (memory_key, None if up is None else np.asarray(up, dtype=np.float64), views)
         recalled, voxels, centroids = memory.recall(xyz, objects, context) if memory else \
             ([None] * len(objects), None, None)
         fresh = [i for i, r in enumerate(recalled) if r is None]
-        prepared = self.prepare_objects(xyz, [objects[i] for i in fresh], up)
+        fresh_objects = [objects[i] for i in fresh]
+        prepared = [p for v in range(views) for p in self.prepare_objects(xyz, fresh_objects, up, view=v)]
         timer.lap("preprocess")
         feats, centers, patch_index = self.encode_prepared(prepared) or (None, None, None)
         timer.lap("encoder")
         encoded_at = time.monotonic()
-        out = [None if r is None else (r.prepared, r.features, r.centers, r.patch_index) for r in recalled]
+        out = [None if r is None else r.views for r in recalled]
+        n = len(fresh)
         for j, i in enumerate(fresh):
-            out[i] = (prepared[j], feats[j], centers[j], patch_index[j])
+            out[i] = [(prepared[k], feats[k], centers[k], patch_index[k]) for k in range(j, views * n, n)]
         if memory:
-            memory.remember([Remembered(voxels[i], centroids[i], *out[i],
+            memory.remember([Remembered(voxels[i], centroids[i], out[i],
                                         encoded_at if recalled[i] is None else recalled[i].encoded_at)
                              for i in range(len(objects))], context)
         return out, len(objects) - len(fresh)
@@ -474,8 +492,12 @@ class PartFinder:
         timer.lap("scene")
         encoded, reused = self._encode_objects(xyz, objects, up, memory_key, timer)
         scored, nearest, patch_logits = [], {}, {}
-        for i, (idx, (prep, feats, centers, patch_index)) in enumerate(zip(objects, encoded)):
-            probs, nearest[i], patch_logits[i] = self._object_probs(xyz, idx, prep, feats, centers, patch_index, text)
+        for i, (idx, views) in enumerate(zip(objects, encoded)):
+            per_view = [self._object_probs(xyz, idx, *view, text) for view in views]
+            # view 0 is the plain pass: its patches name the points for connectivity and keypoints
+            probs = per_view[0][0] if len(per_view) == 1 else np.mean([v[0] for v in per_view], axis=0)
+            nearest[i], patch_logits[i] = per_view[0][1], [v[2] for v in per_view]
+            prep, feats, centers, _ = views[0]
             scored.append((i, idx, prep, feats, centers, probs))
         return _ScoredFrame(timer, xyz, shape, valid, up, scored, seg, nearest, patch_logits, reused)
 
@@ -566,7 +588,9 @@ class PartFinder:
         for q, name in enumerate(queries):
             members = labels == q
             presence = None
-            obj.presence_features[name] = features = presence_features(patch_logits, q)  # at the 0.5 it was fitted at
+            # at the 0.5 it was fitted at; with test views, the views' mean
+            features = np.mean([presence_features(view_logits, q) for view_logits in patch_logits], axis=0)
+            obj.presence_features[name] = features
             if self.presence is not None:
                 presence = self.presence.probability(features)
             if members.any():

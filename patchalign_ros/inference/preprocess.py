@@ -132,11 +132,21 @@ class PreparedObject:
     rotation: np.ndarray       # caller frame -> model frame (gravity alignment and axis swap)
 
 
+def yaw_rotation(angle: float) -> np.ndarray:
+    """Rotation by ``angle`` (radians) about +z."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 def prepare_object(points: np.ndarray, num_points: int, axis_permutation=(0, 1, 2), up=None,
                    method: str = "random", rng: np.random.Generator | None = None,
-                   index: np.ndarray | None = None) -> PreparedObject:
-    """Sample (or use ``index``), gravity-align (``up`` -> +z, when given), permute axes, normalise."""
+                   index: np.ndarray | None = None, yaw: float = 0.0) -> PreparedObject:
+    """Sample (or use ``index``), gravity-align (``up`` -> +z, when given), turn by ``yaw``
+    about up (only with ``up``: without it there is no axis the turn would keep), permute
+    axes, normalise."""
     rotation = rotation_to_z(up) if up is not None else np.eye(3)
+    if up is not None and yaw:
+        rotation = yaw_rotation(yaw) @ rotation
     perm = np.asarray(axis_permutation, dtype=np.int64)
     if sorted(perm.tolist()) != [0, 1, 2]:
         raise ValueError(f"axis_permutation must permute (0, 1, 2), got {axis_permutation}")
