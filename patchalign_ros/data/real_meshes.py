@@ -108,8 +108,25 @@ YCB_RULES: dict[str, MeshRule] = {
                                       "jaw: the adjustable head, y > 25 mm"),
     "048_hammer": MeshRule("hammer", lambda c, t: _parts(head=(c[:, 1] > 0.08) | ((c[:, 0] < -0.08) & (c[:, 1] > 0.04))),
                            "handle", "head: y > 80 mm, and the claw's tip (x < -80 mm, y > 40 mm)"),
+    # Held out of training (issue #17: tools with handles the model has never seen): lying flat
+    # as scanned, handle and working end along the long axis.
+    "030_fork": MeshRule("fork", lambda c, t: _parts(tines=c[:, 0] < -0.055), "handle",
+                         "tines: the flat wide end, x < -55 mm (the handle is thicker)", train=False),
+    "043_phillips_screwdriver": MeshRule(
+        "screwdriver", lambda c, t: _parts(handle=c[:, 0] > -0.060, tip=c[:, 0] < -0.128), "shaft",
+        "handle: x > -60 mm (from its collar); tip: the last 12 mm of the shaft, x < -128 mm", train=False),
+    "044_flat_screwdriver": MeshRule(
+        "screwdriver", lambda c, t: _parts(handle=c[:, 0] > -0.027, tip=c[:, 0] < -0.081), "shaft",
+        "handle: x > -27 mm (from its collar); tip: the last 12 mm of the blade, x < -81 mm", train=False),
+    "050_medium_clamp": MeshRule("clamp", lambda c, t: _parts(handle=c[:, 0] > 0.027), "jaw",
+                                 "handle: the two levers beyond the pivot, x > 27 mm", train=False),
+    "051_large_clamp": MeshRule("clamp", lambda c, t: _parts(handle=c[:, 1] > 0.012), "jaw",
+                                "handle: the two levers beyond the pivot, y > 12 mm", train=False),
+    "052_extra_large_clamp": MeshRule("clamp", lambda c, t: _parts(handle=c[:, 0] > -0.012), "jaw",
+                                      "handle: the two levers beyond the pivot, x > -12 mm", train=False),
 }
-# 024_bowl is one part: nothing to segment.
+# 024_bowl is one part: nothing to segment. 038_padlock (lying with its key in it) and
+# 040_large_marker (a plain cylinder: its cap has no edge in the scan) have no rule.
 
 
 def label_mesh(mesh, rule: MeshRule, category: str | None = None) -> LabeledMesh:
@@ -167,6 +184,7 @@ def draw_masks(shapes: dict, out_png, points: int = 6000, seed: int = 0):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..visualize import save_figure_small
     from .synthetic import sample_surface
 
     rng = np.random.default_rng(seed)
@@ -183,5 +201,5 @@ def draw_masks(shapes: dict, out_png, points: int = 6000, seed: int = 0):
         row[2].text(0, -0.25, YCB_RULES[stem].note if stem in YCB_RULES else "", fontsize=6,
                     transform=row[2].transAxes, wrap=True)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=45)
+    save_figure_small(fig, out_png, dpi=45)
     plt.close(fig)
