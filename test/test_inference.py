@@ -116,6 +116,13 @@ def test_lid_and_cap_are_one_query_family(finder):
     as_lid = finder.find_parts(pts, ["lid"], min_score=0.5, keypoints=False)
     as_cap = finder.find_parts(pts, ["cap"], min_score=0.5, keypoints=False)
     np.testing.assert_allclose(as_lid.point_score_array(), as_cap.point_score_array(), atol=1e-5)
+    # an alias ("top": none of the names training drew) is scored exactly as the part it means
+    top_text, lid_text = finder.query_text(["top"]), finder.query_text(["lid"])
+    np.testing.assert_allclose(top_text[0], lid_text[0], atol=1e-6)
+    assert model.threshold_for("top") == model.threshold_for("lid")
+    as_top = finder.find_parts(pts, ["top"], min_score=0.5, keypoints=False)
+    assert as_top.queries == ["top"]
+    np.testing.assert_allclose(as_top.point_score_array(), as_lid.point_score_array(), atol=1e-5)
 
 
 def test_presence_model_scores_and_gates_parts(finder):
