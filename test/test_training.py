@@ -102,8 +102,9 @@ def test_absent_part_candidates_never_name_a_part_the_object_has():
 
     vocab = ["handle", "cap", "lid", "spout", "body", "top", "carry handle", "neck", "knob"]
     assert absent_candidates(["body", "handle"], vocab) == ["cap", "lid", "spout", "top", "neck", "knob"]
-    # a bottle's cap: no "lid" (its synonyms hold "cap lid") and no "neck" ("bottle neck" vs "bottle cap")
-    assert absent_candidates(["body", "cap"], vocab) == ["handle", "spout", "top", "carry handle", "knob"]
+    # a bottle's cap: no "lid" (its synonyms hold "cap lid"), no "neck" ("bottle neck" vs "bottle
+    # cap") and no "top" (an alias of "lid": a capped bottle's top is its cap)
+    assert absent_candidates(["body", "cap"], vocab) == ["handle", "spout", "carry handle", "knob"]
     assert "handle" not in absent_candidates(["body", "carry handle"], vocab)
     sampler = AbsentPartSampler(vocab, count=4)
     rng = np.random.default_rng(0)
