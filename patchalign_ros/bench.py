@@ -186,7 +186,7 @@ def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10, str
             "queries": list(queries), "end_to_end_ms": round(ms, 1), "hz": round(1000 / ms, 2),
             "includes_ros_conversion": msg is not None, "stream": stream,
             "reused_objects_median": float(statistics.median(r.reused_objects for r in results[2:])),
-            "stages_ms": stages}
+            "scene_reused_share": round(float(np.mean([r.scene_reused for r in results[2:]])), 2), "stages_ms": stages}
 
 
 SWEEP_CATEGORIES = ("mug", "bottle", "box", "bowl", "cup", "jar", "canister", "pitcher")
@@ -255,7 +255,8 @@ def static_stream(finder, cloud: np.ndarray, frames: int = 15, reuse_s: float = 
     stages = {k: round(statistics.median(r.timing_ms.get(k, 0.0) for r in runs), 1)
               for k in ("preprocess", "scene", "encoder", "postprocess", "total")}
     return {"frames": frames, "objects_found": len(runs[-1].objects), "reuse_max_age_s": reuse_s,
-            "reused_objects_median": float(statistics.median(r.reused_objects for r in runs)), "stages_ms": stages}
+            "reused_objects_median": float(statistics.median(r.reused_objects for r in runs)),
+            "scene_reused_share": round(float(np.mean([r.scene_reused for r in runs])), 2), "stages_ms": stages}
 
 
 def _plot_sweep(rows: dict, png) -> None:
@@ -401,7 +402,8 @@ def format_report(report: dict) -> str:
         else:
             lines.append(f"scene {key}: {s}")
     for key, r in report.get("real_frame", {}).items():
-        reused = f", median {r['reused_objects_median']:.0f} reused" if r.get("stream") else ""
+        reused = (f", median {r['reused_objects_median']:.0f} reused, scene split reused in "
+                  f"{r.get('scene_reused_share', 0):.0%} of frames") if r.get("stream") else ""
         lines.append(f"real frame {r['scan']} ({r['points']} points, {r['objects']} objects{reused}, {r['queries']}), "
                      f"{key}: {r['end_to_end_ms']:.1f} ms = {r['hz']:.1f} Hz end to end  {r['stages_ms']}")
     sweep = report.get("clutter_sweep")
@@ -416,7 +418,8 @@ def format_report(report: dict) -> str:
         st = sweep.get("static_stream")
         if st:
             lines.append(f"  static table, fresh noise each frame, reuse {st['reuse_max_age_s']} s "
-                         f"({st['objects_found']} objects, median {st['reused_objects_median']:.0f} reused): "
+                         f"({st['objects_found']} objects, median {st['reused_objects_median']:.0f} reused, scene "
+                         f"split reused in {st.get('scene_reused_share', 0):.0%} of frames): "
                          f"{st['stages_ms']}")
     t = report["text_query_ms"]
     lines.append(f"text query: new {t['new_query']:.2f} ms, cached {t['cached_query']:.3f} ms")

@@ -120,15 +120,15 @@ def test_continuous_outputs_for_an_organized_cloud(harness, scene_cloud):
     assert mk.markers[0].action == Marker.DELETEALL
     assert len(harness.received["keypoints"][-1].poses) == len(seg.keypoints)
 
-    # the same table frame after frame: every object's encoder pass is reused (diagnostics say
-    # so), and the answer stays what it was
+    # the same table frame after frame: the scene split and every object's encoder pass are
+    # reused (diagnostics say so), and the answer stays what it was
     first = [(s.label, round(s.score, 5), tuple(s.point_indices)) for s in seg.segments]
 
     def all_reused():
         harness.cloud_pub.publish(msg)
         time.sleep(0.2)
-        return any(kv.key == "reused_objects" and kv.value == "3 of 3"
-                   for d in harness.received["diag"] for st in d.status for kv in st.values)
+        return any({(kv.key, kv.value) for kv in st.values} >= {("reused_objects", "3 of 3"), ("scene_reused", "true")}
+                   for d in harness.received["diag"] for st in d.status)
     assert harness.wait(all_reused, timeout=30)
     last = harness.received["segments"][-1]
     assert [(s.label, round(s.score, 5), tuple(s.point_indices)) for s in last.segments] == first

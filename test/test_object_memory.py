@@ -118,3 +118,60 @@ def test_occupancy_overlap_tells_noise_from_a_shift():
     noisy = surface + ray * rng.normal(scale=0.001, size=(len(surface), 1))  # depth noise: along the ray
     assert overlap(occupancy(surface, 0.01), occupancy(noisy, 0.01)) >= 0.8
     assert overlap(occupancy(surface, 0.01), occupancy(surface + [0.01, 0, 0], 0.01)) < 0.8
+
+
+def _noisy(points, rng, sigma=1.425e-3):
+    """Fresh depth noise along the rays (the Kinect model's sigma z^2), NaN pixels kept."""
+    depth = points[..., 2:3]
+    return points * (1 + rng.normal(size=depth.shape) * sigma * np.where(np.isfinite(depth), depth, 1.0))
+
+
+def _best_iou(a, objects):
+    return max(len(np.intersect1d(a, b)) / len(np.union1d(a, b)) for b in objects)
+
+
+def test_a_still_organized_stream_reuses_the_scene_split_and_it_matches_a_fresh_one(minilm, tmp_path, scene):
+    finder = _finder(minilm, tmp_path, 5.0)
+    rng = np.random.default_rng(2)
+    first = finder.find_parts(_noisy(scene.points, rng), ["handle"], scene=True, memory_key="camera")
+    assert not first.scene_reused
+    frame = _noisy(scene.points, rng)
+    again = finder.find_parts(frame, ["handle"], scene=True, memory_key="camera")
+    assert again.scene_reused and again.to_dict()["scene_reused"] is True
+    assert again.reused_objects == len(first.objects) and np.allclose(again.plane, first.plane)
+    fresh = _finder(minilm, tmp_path, 0.0).find_parts(frame, ["handle"], scene=True)
+    assert len(fresh.objects) == len(again.objects)
+    for obj in again.objects:  # the kept split is the one this frame would give, up to a few edge points
+        assert _best_iou(obj.point_indices, [o.point_indices for o in fresh.objects]) > 0.95
+
+
+def test_a_new_object_new_holes_other_settings_or_another_key_split_the_scene_again(minilm, tmp_path, scene):
+    finder = _finder(minilm, tmp_path, 5.0)
+    first = finder.find_parts(scene.points, ["handle"], scene=True, memory_key="camera")
+    n = len(first.objects)
+    h, w = scene.points.shape[:2]
+    # a 30 x 30 pixel box on the table, 4 cm tall: the table's points there come 4 cm up
+    table = np.zeros((h, w), dtype=bool)
+    table.reshape(-1)[np.setdiff1d(np.flatnonzero(np.isfinite(scene.points[..., 2]).reshape(-1)),
+                                   np.concatenate([o.point_indices for o in first.objects]))] = True
+    rows, cols = np.nonzero(table)
+    r0, c0 = rows[len(rows) // 2], cols[len(cols) // 2]
+    patch = (slice(r0, r0 + 30), slice(c0, c0 + 30))
+    assert table[patch].all()
+    boxed = scene.points.copy()
+    boxed[patch] += 0.04 * first.plane[:3]
+    grown = finder.find_parts(boxed, ["handle"], scene=True, memory_key="camera")
+    assert not grown.scene_reused and len(grown.objects) == n + 1
+    holes = scene.points.copy().reshape(-1, 3)
+    target = first.objects[0].point_indices
+    holes[target[: len(target) // 10]] = np.nan  # a tenth of one object lost its depth
+    assert not finder.find_parts(holes.reshape(scene.points.shape), ["handle"], scene=True,
+                                 memory_key="camera").scene_reused
+    finder.find_parts(scene.points, ["handle"], scene=True, memory_key="camera")
+    assert finder.find_parts(scene.points, ["handle"], scene=True, memory_key="camera").scene_reused
+    finder.config.scene.cluster_eps *= 1.5  # settings apply live: the split is made with the new ones
+    assert not finder.find_parts(scene.points, ["handle"], scene=True, memory_key="camera").scene_reused
+    assert not finder.find_parts(scene.points, ["handle"], scene=True, memory_key="other").scene_reused
+    flat = scene.points.reshape(-1, 3)  # unorganized: no pixels to compare, never reused
+    finder.find_parts(flat, ["handle"], scene=True, memory_key="camera")
+    assert not finder.find_parts(flat, ["handle"], scene=True, memory_key="camera").scene_reused

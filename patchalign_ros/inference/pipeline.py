@@ -25,7 +25,8 @@ from .keypoints import FewShotKeypoints, cluster_keypoints, features_at
 from .object_memory import ObjectMemory, Remembered
 from .preprocess import PreparedObject, checked_cloud, prepare_object, sample_indices, sample_indices_batch
 from .presence import PresenceModel, presence_features
-from .scene import SceneConfig, SceneSegmenter, UpPrior
+from .scene import SceneConfig, SceneSegmenter, SceneSegmentation, UpPrior
+from .scene_memory import SceneMemory, frame_points, scene_context
 
 DEFAULT_MODEL_NAME = "default"
 
@@ -207,6 +208,7 @@ class SegmentationResult:
     scene_message: str = ""          # what scene mode could not do or assumed (empty: all fine)
     dropped_objects: int = 0         # objects beyond scene.max_objects
     reused_objects: int = 0          # objects whose encoder pass came from the last frame (ObjectMemory)
+    scene_reused: bool = False       # the scene split came from the last frame (SceneMemory)
 
     def to_dict(self) -> dict:
         out = {"num_points": self.num_points, "num_valid_points": self.num_valid_points,
@@ -214,6 +216,7 @@ class SegmentationResult:
                "up": None if self.up is None else _vec(self.up), "up_source": self.up_source,
                "plane": None if self.plane is None else _vec(self.plane), "scene_message": self.scene_message,
                "dropped_objects": self.dropped_objects, "reused_objects": self.reused_objects,
+               "scene_reused": self.scene_reused,
                "timing_ms": {k: round(v, 3) for k, v in self.timing_ms.items()}}
         if self.organized_shape:
             out["organized_shape"] = list(self.organized_shape)
@@ -276,6 +279,7 @@ class _ScoredFrame:
     nearest: dict = field(default_factory=dict)  # object id -> each point's nearest patch
     patch_logits: dict = field(default_factory=dict)  # object id -> [(G, names) patch logits per view]
     reused: int = 0
+    scene_reused: bool = False
 
 
 class PartFinder:
@@ -294,9 +298,12 @@ class PartFinder:
         self.set_reuse(self.config.reuse_max_age_s)
 
     def set_reuse(self, max_age_s: float) -> None:
-        """Reuse encoder passes of unchanged objects across frames for up to ``max_age_s`` (0: off)."""
+        """Reuse, for up to ``max_age_s`` (0: off), the encoder passes of unchanged objects and,
+        for organized clouds whose depth did not change, the scene split of the last frame."""
         self.config.reuse_max_age_s = float(max_age_s)
-        self.memory = ObjectMemory(self.config.reuse_max_age_s) if self.config.reuse_max_age_s > 0 else None
+        on = self.config.reuse_max_age_s > 0
+        self.memory = ObjectMemory(self.config.reuse_max_age_s) if on else None
+        self.scene_memory = SceneMemory(self.config.reuse_max_age_s) if on else None
 
     @classmethod
     def load(cls, checkpoint=None, text_encoder: str | None = None, device: str = "cpu",
@@ -352,12 +359,25 @@ class PartFinder:
             return UpPrior.from_convention(frame)
         return UpPrior.from_frame_id(frame)
 
-    def _objects(self, xyz, valid, scene: bool, prior: UpPrior | None, sensor_origin):
+    def _objects(self, xyz, valid, scene: bool, prior: UpPrior | None, sensor_origin, shape=None, memory_key=None):
+        """(objects as index arrays into ``xyz``, up, SceneSegmentation or None, scene reused)."""
         if not scene:
             up = None if prior is None or not prior.hard else prior.vector
-            return [valid], up, None
+            return [valid], up, None, False
+        memory = self.scene_memory if memory_key is not None and shape is not None else None
+        if memory is not None:
+            points, ranges = frame_points(xyz, sensor_origin)
+            context = scene_context(memory_key, shape, prior, sensor_origin, self.config.scene)
+            last = memory.recall(points, ranges, context)
+            if last is not None:
+                seg = SceneSegmentation(last.objects, last.plane, last.up, last.up_source, last.message, last.dropped)
+                return last.objects, last.up, seg, True
         seg = self.segmenter.segment(xyz[valid], sensor_origin=sensor_origin, prior=prior)
-        return [valid[o] for o in seg.objects], seg.up, seg
+        objects = [valid[o] for o in seg.objects]
+        if memory is not None:
+            memory.remember(points, ranges, objects, seg.plane, seg.up, seg.up_source, seg.message, seg.dropped,
+                            context)
+        return objects, seg.up, seg, False
 
     def prepare_objects(self, xyz: np.ndarray, objects: list, up=None, view: int = 0) -> list:
         """Model input per object; ``view`` v of ``test_views`` samples with seed + v and turns
@@ -488,7 +508,7 @@ class PartFinder:
         timer.lap("preprocess")
         text = self.query_text(names, category)
         timer.lap("text")
-        objects, up, seg = self._objects(xyz, valid, scene, prior, sensor_origin)
+        objects, up, seg, scene_reused = self._objects(xyz, valid, scene, prior, sensor_origin, shape, memory_key)
         timer.lap("scene")
         encoded, reused = self._encode_objects(xyz, objects, up, memory_key, timer)
         scored, nearest, patch_logits = [], {}, {}
@@ -499,13 +519,14 @@ class PartFinder:
             nearest[i], patch_logits[i] = per_view[0][1], [v[2] for v in per_view]
             prep, feats, centers, _ = views[0]
             scored.append((i, idx, prep, feats, centers, probs))
-        return _ScoredFrame(timer, xyz, shape, valid, up, scored, seg, nearest, patch_logits, reused)
+        return _ScoredFrame(timer, xyz, shape, valid, up, scored, seg, nearest, patch_logits, reused, scene_reused)
 
     @staticmethod
     def _result(frame: "_ScoredFrame", queries, objects, given_up: bool) -> SegmentationResult:
         seg = frame.scene
         result = SegmentationResult(len(frame.xyz), len(frame.valid), queries, objects, frame.timer.done(),
-                                    frame.shape, frame.up, reused_objects=frame.reused)
+                                    frame.shape, frame.up, reused_objects=frame.reused,
+                                    scene_reused=frame.scene_reused)
         if seg is not None:
             result.up_source, result.plane = seg.up_source, seg.plane
             result.scene_message, result.dropped_objects = seg.message, seg.dropped

@@ -33,7 +33,8 @@ def inference_status(node) -> DiagnosticStatus:
         status.level, status.message = DiagnosticStatus.OK, "ok"
     status.values = [KeyValue(key=k, value=str(v)) for k, v in node._stats.items()]
     status.values += [KeyValue(key=f"{k}_ms", value=f"{v:.1f}") for k, v in node._last_timing.items()]
-    status.values.append(KeyValue(key="reused_objects", value="{} of {}".format(*node._last_reused)))
+    status.values.append(KeyValue(key="reused_objects", value="{} of {}".format(*node._last_reused[:2])))
+    status.values.append(KeyValue(key="scene_reused", value=str(bool(node._last_reused[2])).lower()))
     status.values.append(KeyValue(key="input", value=node.p("input")))
     if node._input is not None:
         for sub in node._input.subscriptions:

@@ -62,7 +62,8 @@ class PerceptionNode(LifecycleNode):
         self._last_run = 0.0
         self._stats = {"received": 0, "processed": 0, "dropped": 0, "rejected": 0, "failed": 0, "errors": 0}
         self._last_timing = {}
-        self._last_reused = (0, 0)  # (objects whose encoder pass was reused, objects) of the last frame
+        # (objects whose encoder pass was reused, objects, scene split reused) of the last frame
+        self._last_reused = (0, 0, False)
         self._last_reject = ""
         self._scene_message = ""
         self._logged_causes = set()
@@ -258,7 +259,7 @@ class PerceptionNode(LifecycleNode):
         result.timing_ms["preprocess"] = result.timing_ms.get("preprocess", 0.0) + convert_ms
         result.timing_ms["total"] = result.timing_ms.get("total", 0.0) + convert_ms
         self._last_timing = dict(result.timing_ms)
-        self._last_reused = (result.reused_objects, len(result.objects))
+        self._last_reused = (result.reused_objects, len(result.objects), result.scene_reused)
         out = result_to_msg(result, frame.header)
         if moved is not None:
             transform_segments(out, *moved, target)

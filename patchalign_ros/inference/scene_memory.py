@@ -1,0 +1,105 @@
+"""The last frame's scene split, kept for an organized stream whose view has not changed.
+
+A camera looking at a still table sends nearly the same depth image frame after frame, and the
+scene stage (support plane, clustering, merging: ~80 ms for 17 objects on two cores) would find
+the same objects again. For organized clouds (one point per pixel) a frame reuses the previous
+split only when its points barely moved anywhere: per pixel, the point moved less than
+``tolerance(r) = abs_tolerance + rel_tolerance * r^2`` at range r from the sensor (depth noise of
+structured light and stereo grows as r^2; the defaults are ~8 sigma of the fitted Kinect model), and
+
+* at most ``max_changed_pixels`` pixels changed or lost / gained their depth in the whole image
+  (the default, half the smallest object, cannot hide a new object), and
+* no remembered object lost or changed more than ``max_object_change`` of its pixels (an object
+  moved by 1 cm changes a third of them).
+
+Anything else - another view key, another image size, another "up" prior or sensor origin,
+other scene settings, an older split than ``max_age_s`` - splits the scene afresh. A reused
+object keeps its pixels that are still valid; everything after the split runs on the new points.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import astuple, dataclass
+
+import numpy as np
+
+
+@dataclass
+class _Split:
+    points: np.ndarray        # (H*W, 3) float32, NaN where invalid
+    ranges: np.ndarray        # (H*W,) float32 range from the sensor per pixel, NaN where invalid
+    objects: list             # index arrays into the frame's points
+    plane: np.ndarray | None
+    up: np.ndarray | None
+    up_source: str
+    message: str
+    dropped: int
+    made_at: float
+    context: tuple
+
+
+def frame_points(xyz: np.ndarray, sensor_origin) -> tuple[np.ndarray, np.ndarray]:
+    """((N, 3) float32 points, NaN rows where invalid; (N,) float32 range from the sensor)."""
+    pts = xyz.astype(np.float32)
+    d = pts - np.asarray(sensor_origin, dtype=np.float32)
+    ranges = np.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2)
+    pts[~np.isfinite(ranges)] = np.nan
+    return pts, ranges
+
+
+def scene_context(key, shape, prior, sensor_origin, scene_config) -> tuple:
+    """What a split depends on besides the depth image."""
+    prior_key = None if prior is None else (tuple(np.round(prior.vector, 6)), prior.source, prior.hard)
+    return (key, tuple(shape), prior_key, tuple(np.asarray(sensor_origin, dtype=np.float64).round(6)),
+            astuple(scene_config))
+
+
+class SceneMemory:
+    """The last split per stream, reused while the depth image stays the same. Thread-safe."""
+
+    def __init__(self, max_age_s: float = 1.0, abs_tolerance: float = 0.003, rel_tolerance: float = 0.008,
+                 max_changed_pixels: int = 75, max_object_change: float = 0.02):
+        self.max_age_s = float(max_age_s)
+        self.abs_tolerance = float(abs_tolerance)
+        self.rel_tolerance = float(rel_tolerance)
+        self.max_changed_pixels = int(max_changed_pixels)
+        self.max_object_change = float(max_object_change)
+        self._last: _Split | None = None
+        self._lock = threading.Lock()
+
+    def changed_pixels(self, before: np.ndarray, ranges_before: np.ndarray, now: np.ndarray,
+                       ranges_now: np.ndarray) -> np.ndarray:
+        """(H*W,) bool: the pixel gained or lost its depth, or its point moved beyond the noise."""
+        valid_before, valid_now = np.isfinite(ranges_before), np.isfinite(ranges_now)
+        d = now - before
+        with np.errstate(invalid="ignore"):
+            moved = d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2 > \
+                (self.abs_tolerance + self.rel_tolerance * ranges_before * ranges_before) ** 2
+        return (valid_before != valid_now) | (valid_before & valid_now & moved)
+
+    def recall(self, points: np.ndarray, ranges: np.ndarray, context: tuple) -> _Split | None:
+        """The last split with its objects cut to the pixels valid now, or None (split afresh)."""
+        with self._lock:
+            last = self._last
+        if last is None or last.context != context or time.monotonic() - last.made_at > self.max_age_s \
+                or last.points.shape != points.shape:
+            return None
+        changed = self.changed_pixels(last.points, last.ranges, points, ranges)
+        if int(changed.sum()) > self.max_changed_pixels:
+            return None
+        if any(changed[obj].mean() > self.max_object_change for obj in last.objects if len(obj)):
+            return None
+        valid = np.isfinite(ranges)
+        objects = [obj[valid[obj]] for obj in last.objects]
+        return _Split(points, ranges, objects, last.plane, last.up, last.up_source, last.message, last.dropped,
+                      last.made_at, context)
+
+    def remember(self, points, ranges, objects, plane, up, up_source, message, dropped, context) -> None:
+        with self._lock:
+            self._last = _Split(points, ranges, [np.asarray(o) for o in objects], plane, up, up_source, message,
+                                dropped, time.monotonic(), context)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._last = None
