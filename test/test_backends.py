@@ -198,8 +198,8 @@ def test_a_static_stream_reuses_encoder_passes(tiny_ckpt):
     finder = PartFinder.load(tiny_ckpt, cache_dir=None)
     scene = tabletop_scene(np.random.default_rng(2), width=320, height=240)
     row = static_stream(finder, scene.points, frames=4)
-    assert row["objects_found"] == 3 and row["reused_objects_median"] >= 2
-    assert finder.memory is None  # the finder is left as it was
+    assert row["objects_found"] == 3 and row["reused_objects_median"] >= 2 and row["scene_reused_share"] > 0.5
+    assert finder.memory is None and finder.scene_memory is None  # the finder is left as it was
 
 
 def test_fp16_onnx_export_leaves_the_network_in_fp32(tmp_path):
