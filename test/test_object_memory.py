@@ -208,3 +208,18 @@ def test_edge_pixels_flickering_as_a_kinect_s_do_not_stop_the_reuse():
     shifted = points.copy()
     shifted[box] += [0.01, 0.0, 0.0]
     assert memory.recall(shifted, ranges, context) is None
+
+
+def test_scene_context_allows_a_jittering_gravity_but_not_another_one():
+    from patchalign_ros.inference.scene import SceneConfig, UpPrior
+    from patchalign_ros.inference.scene_memory import same_context, scene_context
+
+    def context(up, key="camera"):
+        return scene_context(key, (4, 5), None if up is None else UpPrior.from_vector(up, "given"), (0, 0, 0),
+                             SceneConfig())
+
+    level = context([0.0, -1.0, 0.0])
+    assert same_context(level, context([0.005, -1.0, 0.0]))  # 0.3 degrees: tf jitter
+    assert not same_context(level, context([0.1, -1.0, 0.0]))  # 5.7 degrees
+    assert not same_context(level, context(None)) and same_context(context(None), context(None))
+    assert not same_context(level, context([0.0, -1.0, 0.0], key="other"))

@@ -302,7 +302,8 @@ def test_capture_parts_report_splits_sensors_and_words(tmp_path):
     assert {'handle · RealSense · held-out · "grip"', 'closure · Kinect · held-out · "lid"',
             'closure · RealSense · held-out · "cap"'} <= set(summary)
     if (SHARED / "meshes" / "ycb" / "030_fork.ply").is_file():  # the held-out YCB meshes, rendered
-        assert {'handle · YCB tools, Kinect model · held-out · "handle"', 'tip · YCB tools, RealSense model · held-out · "tip"',
+        assert {'handle · YCB tools, Kinect model · held-out · "handle"',
+                'tip · YCB tools, RealSense model · held-out · "tip"',
                 'handle · YCB pitcher, Kinect model · held-out · "grip"'} <= set(summary)
         assert summary['handle · YCB tools, RealSense model · held-out · "handle"']["cases"] == 24
     rows = report["models"]["random"]["cases"]

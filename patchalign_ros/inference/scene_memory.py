@@ -51,10 +51,21 @@ def frame_points(xyz: np.ndarray, sensor_origin) -> tuple[np.ndarray, np.ndarray
 
 
 def scene_context(key, shape, prior, sensor_origin, scene_config) -> tuple:
-    """What a split depends on besides the depth image."""
-    prior_key = None if prior is None else (tuple(np.round(prior.vector, 6)), prior.source, prior.hard)
-    return (key, tuple(shape), prior_key, tuple(np.asarray(sensor_origin, dtype=np.float64).round(6)),
+    """What a split depends on besides the depth image: (key, (H, W), the prior's up or None,
+    the prior's kind, sensor origin, scene settings)."""
+    up = None if prior is None else np.asarray(prior.vector, dtype=np.float64) / np.linalg.norm(prior.vector)
+    kind = None if prior is None else (prior.source, prior.hard)
+    return (key, tuple(shape), up, kind, tuple(np.asarray(sensor_origin, dtype=np.float64).round(6)),
             astuple(scene_config))
+
+
+def same_context(a: tuple, b: tuple, max_up_deg: float = 1.0) -> bool:
+    """Equal contexts, "up" within ``max_up_deg`` (a gravity looked up from tf jitters)."""
+    if a[:2] != b[:2] or a[3:] != b[3:]:
+        return False
+    if a[2] is None or b[2] is None:
+        return a[2] is None and b[2] is None
+    return float(np.dot(a[2], b[2])) >= np.cos(np.radians(max_up_deg))
 
 
 class SceneMemory:
@@ -88,7 +99,7 @@ class SceneMemory:
 
         with self._lock:
             last = self._last
-        if last is None or last.context != context or time.monotonic() - last.made_at > self.max_age_s \
+        if last is None or not same_context(last.context, context) or time.monotonic() - last.made_at > self.max_age_s \
                 or last.points.shape != points.shape:
             return None
         moved, gained, lost = self.pixel_changes(last.points, last.ranges, points, ranges)
