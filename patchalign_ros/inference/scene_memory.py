@@ -120,7 +120,3 @@ class SceneMemory:
         with self._lock:
             self._last = _Split(points, ranges, [np.asarray(o) for o in objects], plane, up, up_source, message,
                                 dropped, time.monotonic(), context)
-
-    def forget(self) -> None:
-        with self._lock:
-            self._last = None
