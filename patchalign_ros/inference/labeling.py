@@ -130,9 +130,6 @@ def main_components(members: np.ndarray, nearest: np.ndarray, centers: np.ndarra
     (each point belongs to its ``nearest`` patch centre): two patches touch when their centres
     are closer than ``reach`` times the typical spacing between neighbouring centres. The cost is
     one bincount over the points plus O(G^2) on the patches, whatever the object's size."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if members.sum() < 2:
         return members
     g = len(centers)
@@ -143,11 +140,22 @@ def main_components(members: np.ndarray, nearest: np.ndarray, centers: np.ndarra
     dist = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
     np.fill_diagonal(dist, np.inf)
     spacing = float(np.median(dist.min(axis=1)))
-    sub = dist[np.ix_(active, active)] <= reach * spacing
-    a, b = np.nonzero(sub)
-    _, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(len(active),) * 2),
-                                   directed=False)
+    comp = _components(dist[np.ix_(active, active)] <= reach * spacing)
     sizes = np.bincount(comp, weights=count[active])
     keep_patch = np.zeros(g, dtype=bool)
     keep_patch[active[sizes[comp] >= keep_share * sizes.max()]] = True
     return members & keep_patch[nearest]
+
+
+def _components(adjacent: np.ndarray) -> np.ndarray:
+    """Connected component of each node of a small symmetric boolean adjacency matrix, named by
+    its lowest node: the transitive closure by repeated squaring (a handful of (G, G) products
+    for G <= a few hundred patches; scipy's sparse graph machinery costs ~1 ms a call here)."""
+    n = len(adjacent)
+    reach = adjacent | np.eye(n, dtype=bool)
+    while True:
+        wider = (reach.astype(np.float32) @ reach.astype(np.float32)) > 0
+        if np.array_equal(wider, reach):
+            break
+        reach = wider
+    return reach.argmax(axis=1)

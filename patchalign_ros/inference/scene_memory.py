@@ -44,8 +44,9 @@ class _Split:
 def frame_points(xyz: np.ndarray, sensor_origin) -> tuple[np.ndarray, np.ndarray]:
     """((N, 3) float32 points, NaN rows where invalid; (N,) float32 range from the sensor)."""
     pts = xyz.astype(np.float32)
-    d = pts - np.asarray(sensor_origin, dtype=np.float32)
-    ranges = np.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2)
+    origin = np.asarray(sensor_origin, dtype=np.float32)
+    d = pts - origin if origin.any() else pts
+    ranges = np.sqrt(np.einsum("ij,ij->i", d, d))
     pts[~np.isfinite(ranges)] = np.nan
     return pts, ranges
 

@@ -15,16 +15,22 @@ def _palette(n: int) -> np.ndarray:
 def labeled_cloud(xyz: np.ndarray, result, header, colors: np.ndarray | None = None):
     """Valid points with x, y, z, rgb (packed float, as RViz expects), label (-1 none), score.
     ``colors`` ((N, 3) uint8, the camera's): what unlabelled points show; else grey."""
+    from ..inference.preprocess import valid_indices
+
     flat = xyz.reshape(-1, 3)
-    valid = np.flatnonzero(np.isfinite(flat).all(axis=1))
+    valid = valid_indices(flat)  # the pipeline's own test of a valid point
     labels = result.point_label_array()[valid]
     scores = result.point_score_array()[valid]
-    colors = np.full((len(valid), 3), 150, dtype=np.uint32) if colors is None else \
-        np.asarray(colors).reshape(-1, 3)[valid].astype(np.uint32)
     palette = (_palette(len(result.queries)) * 255).astype(np.uint32)
+    packed = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    if colors is None:
+        rgb = np.full(len(valid), (150 << 16) | (150 << 8) | 150, dtype=np.uint32)
+    else:
+        c = np.asarray(colors).reshape(-1, 3)[valid].astype(np.uint32)
+        rgb = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
     mask = labels >= 0
-    colors[mask] = palette[labels[mask]]
-    rgb = ((colors[:, 0] << 16) | (colors[:, 1] << 8) | colors[:, 2]).astype(np.uint32).view(np.float32)
+    rgb[mask] = packed[labels[mask]]
+    rgb = rgb.astype(np.uint32).view(np.float32)
     return xyz_to_cloud(flat[valid], header,
                         extra_fields={"rgb": rgb, "label": labels.astype(np.int64).astype(np.float32),
                                       "score": scores.astype(np.float32)})
