@@ -147,6 +147,22 @@ def encoder_table(net, label: str, backends, batches=(1, 4, 8), repeat: int = 5,
 DEVELOPMENT_SCAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_scans" / "mosd" / "test34.pcd"
 
 
+SWEEP_STAGES = ("preprocess", "scene", "encoder", "postprocess", "total")
+
+
+def _stage_medians(runs: list, stages=None) -> dict:
+    """Median ms per stage over ``runs`` (SegmentationResults); ``stages``: these (0 where a run
+    has none), else the stages the last run timed."""
+    names = stages or list(runs[-1].timing_ms)
+    return {k: round(statistics.median(r.timing_ms.get(k, 0.0) for r in runs), 1) for k in names}
+
+
+def _reuse_counts(runs: list) -> dict:
+    """How much of a stream's work came from the last frame."""
+    return {"reused_objects_median": float(statistics.median(r.reused_objects for r in runs)),
+            "scene_reused_share": round(float(np.mean([r.scene_reused for r in runs])), 2)}
+
+
 def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10, stream: bool = False) -> dict:
     """A real organized frame end to end as the node runs it: PointCloud2 -> numpy, the scene
     path, the result message, the labelled cloud, markers and keypoint poses (all but DDS).
@@ -167,6 +183,7 @@ def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10, str
         msg = None
     results = []
     key = "camera_depth_optical_frame" if stream else None
+    before = finder.config.reuse_max_age_s
     if stream:
         finder.set_reuse(1.0)
 
@@ -180,13 +197,14 @@ def real_frame_row(finder, scan_path, queries=("handle",), repeat: int = 10, str
         labeled_cloud(xyz, result, out.header), markers(out), keypoint_poses(out)
         results.append(result)
 
-    ms = _time(frame, repeat)
-    stages = {k: round(statistics.median(r.timing_ms[k] for r in results[2:]), 1) for k in results[-1].timing_ms}
+    try:
+        ms = _time(frame, repeat)
+    finally:
+        finder.set_reuse(before)  # the caller's finder is left as it was
     return {"scan": Path(scan_path).name, "points": int(len(points)), "objects": len(results[-1].objects),
             "queries": list(queries), "end_to_end_ms": round(ms, 1), "hz": round(1000 / ms, 2),
-            "includes_ros_conversion": msg is not None, "stream": stream,
-            "reused_objects_median": float(statistics.median(r.reused_objects for r in results[2:])),
-            "scene_reused_share": round(float(np.mean([r.scene_reused for r in results[2:]])), 2), "stages_ms": stages}
+            "includes_ros_conversion": msg is not None, "stream": stream, **_reuse_counts(results[2:]),
+            "stages_ms": _stage_medians(results[2:])}
 
 
 SWEEP_CATEGORIES = ("mug", "bottle", "box", "bowl", "cup", "jar", "canister", "pitcher")
@@ -214,10 +232,8 @@ def clutter_sweep(finder, objects=(1, 4, 8, 16, 32), resolutions=((320, 240), (6
         for _ in range(repeat + 1):  # the first one warms caches up
             results.append(finder.find_parts(capture.points, ["handle"], scene=True))
         runs = results[1:]
-        stages = {k: round(statistics.median(r.timing_ms.get(k, 0.0) for r in runs), 1)
-                  for k in ("preprocess", "scene", "encoder", "postprocess", "total")}
         return {"objects_found": len(runs[-1].objects), "points": int(capture.points.shape[0] * capture.points.shape[1]),
-                "stages_ms": stages}
+                "stages_ms": _stage_medians(runs, SWEEP_STAGES)}
 
     rows = {"by_objects": [], "by_points": []}
     for n in objects:
@@ -259,11 +275,8 @@ def static_stream(finder, cloud: np.ndarray, frames: int = 15, reuse_s: float = 
     finally:
         finder.set_reuse(before)
     runs = results[1:]
-    stages = {k: round(statistics.median(r.timing_ms.get(k, 0.0) for r in runs), 1)
-              for k in ("preprocess", "scene", "encoder", "postprocess", "total")}
     return {"frames": frames, "objects_found": len(runs[-1].objects), "reuse_max_age_s": reuse_s,
-            "reused_objects_median": float(statistics.median(r.reused_objects for r in runs)),
-            "scene_reused_share": round(float(np.mean([r.scene_reused for r in runs])), 2), "stages_ms": stages}
+            **_reuse_counts(runs), "stages_ms": _stage_medians(runs, SWEEP_STAGES)}
 
 
 def _plot_sweep(rows: dict, png) -> None:
@@ -341,9 +354,9 @@ def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, f
             results.append(finder.find_parts(capture.points, ["handle", "body"], scene=True))
 
         ms = _time(frame, repeat)
-        stages = {k: round(statistics.median(r.timing_ms[k] for r in results[2:]), 1) for k in results[-1].timing_ms}
         scene[f"{backend}-{precision}"] = {"total_ms": round(ms, 1), "hz": round(1000 / ms, 2),
-                                          "objects": len(results[-1].objects), "stages_ms": stages}
+                                          "objects": len(results[-1].objects),
+                                          "stages_ms": _stage_medians(results[2:])}
         last_finder = finder
     report["scene_640x480"] = scene
     real_scan = real_scan or (DEVELOPMENT_SCAN if DEVELOPMENT_SCAN.is_file() else None)

@@ -11,7 +11,6 @@ simulated 640x480 tabletop and a 16-object one). Without CUDA it writes the reas
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -84,7 +83,7 @@ def encoder_rows(net, label: str, device: str, batches, repeat: int) -> dict:
 
 
 def frame_rows(device: str, repeat: int) -> dict:
-    from .bench import _cluttered
+    from .bench import _cluttered, _stage_medians
     from .data.synthetic import tabletop_scene
     from .inference.pipeline import PartFinder
 
@@ -104,8 +103,7 @@ def frame_rows(device: str, repeat: int) -> dict:
                 results.append(finder.find_parts(capture.points, ["handle"], scene=True))
 
             ms = _time(frame, device, repeat, warmup=2)
-            stages = {k: round(statistics.median(r.timing_ms.get(k, 0.0) for r in results[2:]), 1)
-                      for k in ("scene", "encoder", "postprocess", "total")}
+            stages = _stage_medians(results[2:], ("scene", "encoder", "postprocess", "total"))
             out[f"{key} {name}"] = {"ms": round(ms, 1), "hz": round(1000.0 / ms, 2),
                                     "objects": len(results[-1].objects), "stages_ms": stages,
                                     "backend": f"{finder.model.backend_name} "

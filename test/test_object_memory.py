@@ -186,6 +186,7 @@ def test_edge_pixels_flickering_as_a_kinect_s_do_not_stop_the_reuse():
     import dataclasses
 
     from patchalign_ros.data.sensors import SENSORS, apply_sensor
+    from patchalign_ros.inference.scene import SceneSegmentation
     from patchalign_ros.inference.scene_memory import SceneMemory, frame_points
 
     table = tabletop_scene(np.random.default_rng(4), categories=["mug", "bottle", "box", "bowl"], width=320,
@@ -200,7 +201,7 @@ def test_edge_pixels_flickering_as_a_kinect_s_do_not_stop_the_reuse():
     memory = SceneMemory(max_age_s=10.0)
     box = np.flatnonzero((table.object_ids == 2).reshape(-1))
     context = ("camera", depth.shape, None, (0.0, 0.0, 0.0), ())
-    memory.remember(*frame(1), [box], None, None, "none", "", 0, context)
+    memory.remember(*frame(1), SceneSegmentation([box], None, None), context)
     points, ranges = frame(2)
     moved, gained, lost = memory.pixel_changes(memory._last.points, memory._last.ranges, points, ranges)
     assert gained.sum() + lost.sum() > 200 and moved.sum() < 50

@@ -90,10 +90,15 @@ class ObjectMemory:
             self._entries, self._context = list(entries), context
 
 
+def same_up(up_a, up_b, max_deg: float = 1.0) -> bool:
+    """Both unit "up" vectors None, or within ``max_deg`` of each other (a gravity looked up from
+    tf jitters)."""
+    if up_a is None or up_b is None:
+        return up_a is None and up_b is None
+    return float(np.dot(up_a, up_b)) >= np.cos(np.radians(max_deg))
+
+
 def _same_context(a, b) -> bool:
     if a is None or b is None or a[0] != b[0] or a[2:] != b[2:]:
         return False
-    up_a, up_b = a[1], b[1]
-    if up_a is None or up_b is None:
-        return up_a is None and up_b is None
-    return float(np.dot(up_a, up_b)) >= np.cos(np.radians(1.0))
+    return same_up(a[1], b[1])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from .keypoints import FewShotKeypoints, cluster_keypoints, features_at
 from .object_memory import ObjectMemory, Remembered
 from .preprocess import PreparedObject, checked_cloud, prepare_object, sample_indices, sample_indices_batch
 from .presence import PresenceModel, presence_features
-from .scene import SceneConfig, SceneSegmenter, SceneSegmentation, UpPrior
+from .scene import SceneConfig, SceneSegmenter, UpPrior
 from .scene_memory import SceneMemory, frame_points, scene_context
 
 DEFAULT_MODEL_NAME = "default"
@@ -368,16 +368,14 @@ class PartFinder:
         if memory is not None:
             points, ranges = frame_points(xyz, sensor_origin)
             context = scene_context(memory_key, shape, prior, sensor_origin, self.config.scene)
-            last = memory.recall(points, ranges, context)
-            if last is not None:
-                seg = SceneSegmentation(last.objects, last.plane, last.up, last.up_source, last.message, last.dropped)
-                return last.objects, last.up, seg, True
+            kept = memory.recall(points, ranges, context)
+            if kept is not None:
+                return kept.objects, kept.up, kept, True
         seg = self.segmenter.segment(xyz[valid], sensor_origin=sensor_origin, prior=prior)
-        objects = [valid[o] for o in seg.objects]
+        seg = replace(seg, objects=[valid[o] for o in seg.objects])  # into the frame's points
         if memory is not None:
-            memory.remember(points, ranges, objects, seg.plane, seg.up, seg.up_source, seg.message, seg.dropped,
-                            context)
-        return objects, seg.up, seg, False
+            memory.remember(points, ranges, seg, context)
+        return seg.objects, seg.up, seg, False
 
     def prepare_objects(self, xyz: np.ndarray, objects: list, up=None, view: int = 0) -> list:
         """Model input per object; ``view`` v of ``test_views`` samples with seed + v and turns

@@ -22,21 +22,19 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 
 import numpy as np
+
+from .object_memory import same_up
+from .scene import SceneSegmentation
 
 
 @dataclass
 class _Split:
     points: np.ndarray        # (H*W, 3) float32, NaN where invalid
     ranges: np.ndarray        # (H*W,) float32 range from the sensor per pixel, NaN where invalid
-    objects: list             # index arrays into the frame's points
-    plane: np.ndarray | None
-    up: np.ndarray | None
-    up_source: str
-    message: str
-    dropped: int
+    segmentation: SceneSegmentation  # its objects: index arrays into the frame's points
     made_at: float
     context: tuple
 
@@ -60,13 +58,9 @@ def scene_context(key, shape, prior, sensor_origin, scene_config) -> tuple:
             astuple(scene_config))
 
 
-def same_context(a: tuple, b: tuple, max_up_deg: float = 1.0) -> bool:
-    """Equal contexts, "up" within ``max_up_deg`` (a gravity looked up from tf jitters)."""
-    if a[:2] != b[:2] or a[3:] != b[3:]:
-        return False
-    if a[2] is None or b[2] is None:
-        return a[2] is None and b[2] is None
-    return float(np.dot(a[2], b[2])) >= np.cos(np.radians(max_up_deg))
+def same_context(a: tuple, b: tuple) -> bool:
+    """Equal contexts, "up" within a degree (``object_memory.same_up``)."""
+    return a[:2] == b[:2] and a[3:] == b[3:] and same_up(a[2], b[2])
 
 
 class SceneMemory:
@@ -93,7 +87,7 @@ class SceneMemory:
                 (self.abs_tolerance + self.rel_tolerance * ranges_before * ranges_before) ** 2
         return valid_before & valid_now & moved, ~valid_before & valid_now, valid_before & ~valid_now
 
-    def recall(self, points: np.ndarray, ranges: np.ndarray, context: tuple) -> _Split | None:
+    def recall(self, points: np.ndarray, ranges: np.ndarray, context: tuple) -> SceneSegmentation | None:
         """The last split with its objects cut to the pixels valid now, or None (split afresh).
         ``context[1]`` is the image's (H, W)."""
         from scipy import ndimage
@@ -104,7 +98,7 @@ class SceneMemory:
                 or last.points.shape != points.shape:
             return None
         moved, gained, lost = self.pixel_changes(last.points, last.ranges, points, ranges)
-        for obj in last.objects:
+        for obj in last.segmentation.objects:
             if len(obj) and (moved[obj].mean() > self.max_object_moved or lost[obj].mean() > self.max_object_lost):
                 return None
         fresh = moved | gained
@@ -113,11 +107,9 @@ class SceneMemory:
             if count and np.bincount(blobs.reshape(-1))[1:].max() >= self.max_blob_pixels:
                 return None
         valid = np.isfinite(ranges)
-        objects = [obj[valid[obj]] for obj in last.objects]
-        return _Split(points, ranges, objects, last.plane, last.up, last.up_source, last.message, last.dropped,
-                      last.made_at, context)
+        return replace(last.segmentation, objects=[obj[valid[obj]] for obj in last.segmentation.objects])
 
-    def remember(self, points, ranges, objects, plane, up, up_source, message, dropped, context) -> None:
+    def remember(self, points, ranges, segmentation: SceneSegmentation, context) -> None:
+        """``segmentation``: the frame's split, its objects as index arrays into ``points``."""
         with self._lock:
-            self._last = _Split(points, ranges, [np.asarray(o) for o in objects], plane, up, up_source, message,
-                                dropped, time.monotonic(), context)
+            self._last = _Split(points, ranges, segmentation, time.monotonic(), context)

@@ -30,7 +30,7 @@ def labeled_cloud(xyz: np.ndarray, result, header, colors: np.ndarray | None = N
         rgb = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
     mask = labels >= 0
     rgb[mask] = packed[labels[mask]]
-    rgb = rgb.astype(np.uint32).view(np.float32)
+    rgb = rgb.view(np.float32)  # uint32 already: the packed bits, read as the float RViz expects
     return xyz_to_cloud(flat[valid], header,
                         extra_fields={"rgb": rgb, "label": labels.astype(np.int64).astype(np.float32),
                                       "score": scores.astype(np.float32)})
