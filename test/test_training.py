@@ -203,6 +203,29 @@ def test_stage2_cli_trains_saves_and_resumes(tmp_path):
     assert (out / "training_curve.png").stat().st_size > 1000
 
 
+def test_init_input_changes_the_patching_of_a_trained_checkpoint_only(tmp_path):
+    """default-large's start: the default's weights at another point / patch count."""
+    from patchalign_ros.model import ModelConfig, PatchAlignNet
+    from patchalign_ros.training.config import TrainConfig
+    from patchalign_ros.training.stage2 import start_run
+
+    torch.manual_seed(0)
+    small = PatchAlignNet(ModelConfig(**TINY_MODEL)).eval()
+    weights = save_network(small, tmp_path / "small.safetensors")
+    cfg = TrainConfig(init=str(weights), init_input={"num_points": 512, "num_group": 32, "group_size": 12},
+                      out_dir=str(tmp_path / "run"), device="cpu")
+    _, _, _, net = start_run(cfg)
+    assert (net.cfg.num_points, net.cfg.num_group, net.cfg.group_size) == (512, 32, 12)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), small.state_dict().values()))
+    features, centers, index = net.eval()(torch.randn(2, 512, 3))
+    assert features.shape == (2, 32, 384) and index.shape == (2, 32, 12)
+    for bad in ({"depth": 8}, {"trans_dim": 96}):  # the weights' own shape is not an input setting
+        with pytest.raises(ValueError, match="init_input"):
+            start_run(TrainConfig(init=str(weights), init_input=bad, out_dir=str(tmp_path / "x")))
+    with pytest.raises(ValueError, match="without init"):
+        start_run(TrainConfig(init_input={"num_points": 512}, out_dir=str(tmp_path / "y")))
+
+
 def test_stage1_point_targets_and_cli(tmp_path):
     points = np.array([[0.0, 0, 0], [1, 0, 0]])
     fmap = torch.arange(8, dtype=torch.float32).reshape(1, 2, 2, 2)  # one view, 2 channels, 2x2

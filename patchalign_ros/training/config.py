@@ -12,6 +12,9 @@ class TrainConfig:
         trans_dim=192, depth=4, num_heads=3, encoder_dims=192, embed_widths=[64, 128, 256],
         num_group=64, group_size=24, num_points=1024, text_dim=384, text_encoder="minilm"))
     init: str | None = None             # checkpoint to start from (e.g. Stage 1 output)
+    # input settings of `init` to change (num_points, num_group, group_size: the weights do not
+    # depend on them), e.g. default-large: the default at the paper's 2048 points, 128 patches of 32
+    init_input: dict = field(default_factory=dict)
     # data
     data_dir: str = "data/train"        # shards; generated if missing
     categories: str = "seen"            # seen | all | comma-separated list

@@ -128,6 +128,9 @@ def set_trainable(net: PatchAlignNet, freeze: str) -> None:
                            or name.startswith(f"model.blocks.blocks.{last}."))
 
 
+INPUT_SETTINGS = ("num_points", "num_group", "group_size")  # not in the weights
+
+
 def start_run(cfg: TrainConfig):
     """What both stages set up: threads, device, seeds, the run directory (with the config
     written into it) and the network (new, or from ``cfg.init``)."""
@@ -138,6 +141,13 @@ def start_run(cfg: TrainConfig):
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     net = load_network(cfg.init, device="cpu") if cfg.init else PatchAlignNet(ModelConfig(**cfg.model))
+    if cfg.init_input:
+        unknown = sorted(set(cfg.init_input) - set(INPUT_SETTINGS))
+        if unknown or not cfg.init:
+            raise ValueError(f"init_input changes {', '.join(INPUT_SETTINGS)} of an `init` checkpoint; "
+                             f"got {sorted(cfg.init_input)}" + ("" if cfg.init else " without init"))
+        for name, value in cfg.init_input.items():
+            setattr(net.cfg, name, int(value))
     return resolve_device(cfg.device), np.random.default_rng(cfg.seed), out, net
 
 
