@@ -324,8 +324,14 @@ def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, f
     nets = {}
     if full_size:
         nets["full size (22 M, random weights)"] = random_full_size_net()
+    # a registry name (default-large, ...) or a path, as everywhere else; PartFinder.load is
+    # given the name so that the entry's presence calibration and thresholds come with it
+    from .registry import resolve
+
     checkpoint = checkpoint or default_checkpoint()
-    net = nets[f"{Path(checkpoint).name}"] = load_network(checkpoint)
+    weights = resolve(checkpoint)[0]
+    label = str(checkpoint) if weights != Path(checkpoint) else weights.name
+    net = nets[label] = load_network(weights)
     for label, encoder_net in nets.items():
         report["encoders"].append(encoder_table(encoder_net, label, backends, repeat=repeat, device=device))
     if device == "cpu":
@@ -337,8 +343,8 @@ def run_bench(checkpoint=None, out_path="bench_report.json", repeat: int = 10, f
     from .model import PatchAlignModel
     from .model.calibration import choose
 
-    model_id = PatchAlignModel(net, source=str(checkpoint)).model_id
-    report["auto"] = choose(net, device, checkpoint, model_id, recalibrate=True)  # what `auto` picks here, and why
+    model_id = PatchAlignModel(net, source=str(weights)).model_id
+    report["auto"] = choose(net, device, weights, model_id, recalibrate=True)  # what `auto` picks here, and why
 
     scene = {}
     capture = tabletop_scene(np.random.default_rng(0))

@@ -151,10 +151,16 @@ def test_export_cli(tiny_ckpt, tmp_path):
         assert proc.returncode == 2 and "needs the tensorrt" in proc.stderr
 
 
-def test_bench_report(tiny_ckpt, tmp_path):
+def test_bench_report(tiny_ckpt, tmp_path, monkeypatch):
+    """Also: `bench --checkpoint NAME` takes a registry name, as every command does (it took
+    paths only, so `--checkpoint default-large` failed)."""
     from patchalign_ros.bench import format_report, run_bench
 
-    report = run_bench(tiny_ckpt, tmp_path / "bench.json", repeat=1, full_size=False)
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(f"tiny-bench:\n  weights: {{bundled: {tiny_ckpt}}}\n  text_encoder: minilm\n")
+    monkeypatch.setenv("PATCHALIGN_MODEL_REGISTRY", str(registry))
+    report = run_bench("tiny-bench", tmp_path / "bench.json", repeat=1, full_size=False)
+    assert report["encoders"][0]["model"] == "tiny-bench"
     enc = report["encoders"][0]["ms_per_shape"]
     assert {"torch-eager-fp32", "torch-fp32", "torch-bf16", "onnxruntime-fp32"} <= set(enc)
     assert all(v["1"] > 0 for v in enc.values() if isinstance(v, dict))
