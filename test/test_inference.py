@@ -125,6 +125,31 @@ def test_lid_and_cap_are_one_query_family(finder):
     np.testing.assert_allclose(as_top.point_score_array(), as_lid.point_score_array(), atol=1e-5)
 
 
+def test_presence_operating_points_and_what_the_note_says():
+    """The lowest threshold reaching the target precision, and the counts the calibration note
+    gives at the point in use (it gave a query's own point and its counts where the pooled,
+    higher point was the one applied, and a raw float for the pooled precision)."""
+    from patchalign_ros.evaluation.presence import _counts_at, _precision_recall, choose_threshold
+
+    cap = {"_scores": [0.95, 0.9, 0.8, 0.7, 0.6], "_truths": [True, True, False, True, False]}
+    t, at = choose_threshold({"cap": cap}, 0.9)
+    assert t == 0.9 and at == {"precision": 1.0, "recall": 2 / 3}
+    assert _counts_at(cap, 0.7) == {"precision": 0.75, "recall": 1.0}
+    assert _counts_at(cap, 0.99) == {"precision": None, "recall": 0.0}
+    assert _precision_recall(_counts_at(cap, 0.7)) == "precision 0.75, recall 1.00"
+    assert _precision_recall({"precision": 0.9285714, "recall": 0.52}) == "precision 0.93, recall 0.52"
+    assert _precision_recall({"precision": None, "recall": 0.0}) == "precision -, recall 0.00"
+    # scores and thresholds are kept at 4 decimals rounded down, so that a threshold set at an
+    # object's score admits it (default-large: the red mug at 0.99689 and a stored 0.9969)
+    from patchalign_ros.evaluation.presence import score_down
+    from patchalign_ros.inference.presence import PresenceModel
+
+    assert score_down(0.9968855) == 0.9968 and score_down(0.5) == 0.5
+    stored = PresenceModel(np.zeros(3), 0.0, threshold=0.8783776, query_thresholds={"handle": 0.9968855}).to_dict()
+    assert stored["threshold"] == 0.8783 and stored["query_thresholds"] == {"handle": 0.9968}
+    assert 0.9968855 >= PresenceModel.from_dict(stored).threshold_for("handle")
+
+
 def test_presence_model_scores_and_gates_parts(finder):
     from patchalign_ros.inference.presence import FEATURES, PresenceModel, presence_features
 

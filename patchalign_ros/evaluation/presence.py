@@ -18,6 +18,7 @@ Tune and held-out splits are reported apart; nothing is chosen on the held-out o
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -28,6 +29,13 @@ from .real_captures import QUERY_ATTRIBUTE, Capture, load_captures, table_up
 
 QUERIES = ["handle", "grip", "cap", "lid"]
 MIN_QUERY_POSITIVES = 5  # a query's own operating point needs this many tune objects with the part
+
+
+def score_down(score: float) -> float:
+    """A presence score as reports keep it, 4 decimals rounded down: an operating point chosen at
+    a reported score then still admits the object it came from (rounded to nearest, the red mug's
+    0.99689 became 0.9969 and was refused by the threshold it had set)."""
+    return math.floor(float(score) * 1e4) / 1e4
 
 
 def _majority(obj_ids: np.ndarray) -> tuple[int, float]:
@@ -74,12 +82,12 @@ def _evaluate_request(finder, capture: Capture, queries: list, object_mode: bool
             on_part = [part_score for owner, part_score in reported_parts if owner == k]
             reported = bool(on_part)
             score = max([score] + on_part)
-            entries.append({"object": k, "truth": truth, "reported": reported, "score": round(float(score), 4)})
+            entries.append({"object": k, "truth": truth, "reported": reported, "score": score_down(score)})
         if capture.all_objects_labelled:
             for o, _ in pred_objects:
                 if _majority(gt[o.point_indices])[0] in (0, 1):  # mostly table: no object there
                     parts = [p for p in o.parts if p.label == q]
-                    false_objects.append({"reported": bool(parts), "score": round(float(o.presence.get(q, 0.0)), 4),
+                    false_objects.append({"reported": bool(parts), "score": score_down(o.presence.get(q, 0.0)),
                                           "points": int(sum(len(p.point_indices) for p in parts))})
         predicted = labels == qi
         negative = np.zeros(len(gt), dtype=bool)
@@ -349,6 +357,19 @@ def choose_threshold(summary_split: dict, target_precision: float = 0.9) -> tupl
     return best
 
 
+def _counts_at(counts: dict, threshold: float) -> dict:
+    """Precision and recall of one query's tune PR points (``_scores``, ``_truths``) at a threshold."""
+    scores, truths = np.asarray(counts["_scores"]), np.asarray(counts["_truths"], dtype=bool)
+    sel = scores >= threshold
+    return {"precision": float((sel & truths).sum() / sel.sum()) if sel.any() else None,
+            "recall": float((sel & truths).sum() / max(truths.sum(), 1))}
+
+
+def _precision_recall(at: dict) -> str:
+    precision = "-" if at["precision"] is None else f"{at['precision']:.2f}"
+    return f"precision {precision}, recall {at['recall']:.2f}"
+
+
 def calibrate(finder, data_root, out_path, queries=None, target_precision: float = 0.9,
               generated_per_category: int = 2, progress: bool = True) -> dict:
     """Fit the presence model of ``finder``'s network on the tune split (+ generated views),
@@ -366,7 +387,7 @@ def calibrate(finder, data_root, out_path, queries=None, target_precision: float
     summary = summarize(_scene_rows(finder, tune, queries, object_mode=False, progress=False), queries)
     threshold, at = choose_threshold(summary["tune"], target_precision)
     model.threshold = threshold
-    model.note += f"; threshold {threshold:.3f}: pooled tune precision {at['precision']}, recall {at['recall']:.2f}"
+    model.note += f"; threshold {threshold:.3f}: pooled tune {_precision_recall(at)}"
     # per query where the tune split holds enough of it: the pooled point need not give each
     # query the target (measured: "handle" 0.67 at the pooled threshold). A query's own point only
     # ever raises the pooled one: a few tune objects must not open a low door ("cap" on tins' lids
@@ -377,8 +398,11 @@ def calibrate(finder, data_root, out_path, queries=None, target_precision: float
         if c["positives"] >= MIN_QUERY_POSITIVES:
             t_q, at_q = choose_threshold({q: c}, target_precision)
             if at_q["precision"] is not None:
-                model.query_thresholds[q] = max(t_q, threshold)
-                model.note += f"; {q} {t_q:.3f} (tune precision {at_q['precision']:.2f}, recall {at_q['recall']:.2f})"
+                applied = model.query_thresholds[q] = max(t_q, threshold)
+                # the note gives the point in use and the tune counts there (a query whose own
+                # point is below the pooled one is reported from the pooled one)
+                own = "" if applied == t_q else f"; its own point {t_q:.3f}"
+                model.note += f"; {q} {applied:.3f} (tune {_precision_recall(_counts_at(c, applied))}{own})"
     out = {"presence": model.to_dict(), "samples": len(samples),
            "positives": int(sum(s[1] for s in samples)), "target_precision": target_precision,
            "tune_at_threshold": at}

@@ -14,6 +14,7 @@ thresholds.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +78,11 @@ class PresenceModel:
         return cls(weights, float(data["bias"]), threshold, str(data.get("note", "")), per_query)
 
     def to_dict(self) -> dict:
+        # thresholds are rounded down: each is the score of a tune object it must still admit
+        def down(t):
+            return math.floor(float(t) * 1e4) / 1e4
+
         return {"features": list(FEATURES), "weights": [round(float(w), 6) for w in self.weights],
-                "bias": round(float(self.bias), 6), "threshold": round(float(self.threshold), 4),
-                "query_thresholds": {k: round(float(v), 4) for k, v in (self.query_thresholds or {}).items()},
+                "bias": round(float(self.bias), 6), "threshold": down(self.threshold),
+                "query_thresholds": {k: down(v) for k, v in (self.query_thresholds or {}).items()},
                 "note": self.note}
