@@ -18,12 +18,12 @@ Tune and held-out splits are reported apart; nothing is chosen on the held-out o
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..inference.presence import round_down
 from .metrics import mask_iou
 from .real_captures import QUERY_ATTRIBUTE, Capture, load_captures, table_up
 
@@ -35,7 +35,7 @@ def score_down(score: float) -> float:
     """A presence score as reports keep it, 4 decimals rounded down: an operating point chosen at
     a reported score then still admits the object it came from (rounded to nearest, the red mug's
     0.99689 became 0.9969 and was refused by the threshold it had set)."""
-    return math.floor(float(score) * 1e4) / 1e4
+    return round_down(score)
 
 
 def _majority(obj_ids: np.ndarray) -> tuple[int, float]:

@@ -35,6 +35,11 @@ def presence_features(patch_logits: np.ndarray, q: int, threshold: float = 0.5) 
     return np.array([np.sort(lq)[-k:].mean(), np.sort(margin)[-k:].mean(), win.mean()])
 
 
+def round_down(value: float) -> float:
+    """4 decimals, rounded down (a value already at 4 decimals stays as it is)."""
+    return math.floor(float(value) * 1e4 + 1e-6) / 1e4
+
+
 @dataclass
 class PresenceModel:
     weights: np.ndarray
@@ -79,10 +84,7 @@ class PresenceModel:
 
     def to_dict(self) -> dict:
         # thresholds are rounded down: each is the score of a tune object it must still admit
-        def down(t):
-            return math.floor(float(t) * 1e4) / 1e4
-
         return {"features": list(FEATURES), "weights": [round(float(w), 6) for w in self.weights],
-                "bias": round(float(self.bias), 6), "threshold": down(self.threshold),
-                "query_thresholds": {k: down(v) for k, v in (self.query_thresholds or {}).items()},
+                "bias": round(float(self.bias), 6), "threshold": round_down(self.threshold),
+                "query_thresholds": {k: round_down(v) for k, v in (self.query_thresholds or {}).items()},
                 "note": self.note}
