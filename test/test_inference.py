@@ -141,10 +141,9 @@ def test_presence_operating_points_and_what_the_note_says():
     assert _precision_recall({"precision": None, "recall": 0.0}) == "precision -, recall 0.00"
     # scores and thresholds are kept at 4 decimals rounded down, so that a threshold set at an
     # object's score admits it (default-large: the red mug at 0.99689 and a stored 0.9969)
-    from patchalign_ros.evaluation.presence import score_down
-    from patchalign_ros.inference.presence import PresenceModel
+    from patchalign_ros.inference.presence import PresenceModel, round_down
 
-    assert score_down(0.9968855) == 0.9968 and score_down(0.5) == 0.5
+    assert round_down(0.9968855) == 0.9968 and round_down(0.5) == 0.5
     stored = PresenceModel(np.zeros(3), 0.0, threshold=0.8783776, query_thresholds={"handle": 0.9968855}).to_dict()
     assert stored["threshold"] == 0.8783 and stored["query_thresholds"] == {"handle": 0.9968}
     assert 0.9968855 >= PresenceModel.from_dict(stored).threshold_for("handle")

@@ -31,13 +31,6 @@ QUERIES = ["handle", "grip", "cap", "lid"]
 MIN_QUERY_POSITIVES = 5  # a query's own operating point needs this many tune objects with the part
 
 
-def score_down(score: float) -> float:
-    """A presence score as reports keep it, 4 decimals rounded down: an operating point chosen at
-    a reported score then still admits the object it came from (rounded to nearest, the red mug's
-    0.99689 became 0.9969 and was refused by the threshold it had set)."""
-    return round_down(score)
-
-
 def _majority(obj_ids: np.ndarray) -> tuple[int, float]:
     if len(obj_ids) == 0:
         return 0, 0.0
@@ -82,12 +75,12 @@ def _evaluate_request(finder, capture: Capture, queries: list, object_mode: bool
             on_part = [part_score for owner, part_score in reported_parts if owner == k]
             reported = bool(on_part)
             score = max([score] + on_part)
-            entries.append({"object": k, "truth": truth, "reported": reported, "score": score_down(score)})
+            entries.append({"object": k, "truth": truth, "reported": reported, "score": round_down(score)})
         if capture.all_objects_labelled:
             for o, _ in pred_objects:
                 if _majority(gt[o.point_indices])[0] in (0, 1):  # mostly table: no object there
                     parts = [p for p in o.parts if p.label == q]
-                    false_objects.append({"reported": bool(parts), "score": score_down(o.presence.get(q, 0.0)),
+                    false_objects.append({"reported": bool(parts), "score": round_down(o.presence.get(q, 0.0)),
                                           "points": int(sum(len(p.point_indices) for p in parts))})
         predicted = labels == qi
         negative = np.zeros(len(gt), dtype=bool)
@@ -345,24 +338,27 @@ def choose_threshold(summary_split: dict, target_precision: float = 0.9) -> tupl
     scores, truths = np.asarray(scores), np.asarray(truths, dtype=bool)
     best = None
     for t in np.unique(scores):
-        sel = scores >= t
-        if t <= 0 or not sel.any():
+        if t <= 0:
             continue
-        precision = float((sel & truths).sum() / sel.sum())
-        if precision >= target_precision:
-            best = (float(t), {"precision": precision, "recall": float((sel & truths).sum() / max(truths.sum(), 1))})
+        at = _at_threshold(scores, truths, t)
+        if at["precision"] is not None and at["precision"] >= target_precision:
+            best = (float(t), at)
             break
     if best is None:  # never reached: the most precise point with any recall
         return 0.99, {"precision": None, "recall": 0.0}
     return best
 
 
-def _counts_at(counts: dict, threshold: float) -> dict:
-    """Precision and recall of one query's tune PR points (``_scores``, ``_truths``) at a threshold."""
-    scores, truths = np.asarray(counts["_scores"]), np.asarray(counts["_truths"], dtype=bool)
+def _at_threshold(scores: np.ndarray, truths: np.ndarray, threshold: float) -> dict:
+    """Object-level precision (None where nothing passes) and recall from ``threshold`` up."""
     sel = scores >= threshold
-    return {"precision": float((sel & truths).sum() / sel.sum()) if sel.any() else None,
-            "recall": float((sel & truths).sum() / max(truths.sum(), 1))}
+    hits = float((sel & truths).sum())
+    return {"precision": hits / sel.sum() if sel.any() else None, "recall": hits / max(truths.sum(), 1)}
+
+
+def _counts_at(counts: dict, threshold: float) -> dict:
+    """``_at_threshold`` on one query's tune PR points (``_scores``, ``_truths``)."""
+    return _at_threshold(np.asarray(counts["_scores"]), np.asarray(counts["_truths"], dtype=bool), threshold)
 
 
 def _precision_recall(at: dict) -> str:

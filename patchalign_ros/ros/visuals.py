@@ -12,6 +12,12 @@ def _palette(n: int) -> np.ndarray:
     return label_colors(max(n, 1))
 
 
+def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) 0-255 colours -> (N,) uint32 0x00RRGGBB."""
+    c = np.asarray(rgb).astype(np.uint32)
+    return (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+
+
 def labeled_cloud(xyz: np.ndarray, result, header, colors: np.ndarray | None = None):
     """Valid points with x, y, z, rgb (packed float, as RViz expects), label (-1 none), score.
     ``colors`` ((N, 3) uint8, the camera's): what unlabelled points show; else grey."""
@@ -21,13 +27,11 @@ def labeled_cloud(xyz: np.ndarray, result, header, colors: np.ndarray | None = N
     valid = valid_indices(flat)  # the pipeline's own test of a valid point
     labels = result.point_label_array()[valid]
     scores = result.point_score_array()[valid]
-    palette = (_palette(len(result.queries)) * 255).astype(np.uint32)
-    packed = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    packed = _pack_rgb(_palette(len(result.queries)) * 255)
     if colors is None:
-        rgb = np.full(len(valid), (150 << 16) | (150 << 8) | 150, dtype=np.uint32)
+        rgb = np.full(len(valid), _pack_rgb(np.array([[150, 150, 150]]))[0], dtype=np.uint32)
     else:
-        c = np.asarray(colors).reshape(-1, 3)[valid].astype(np.uint32)
-        rgb = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+        rgb = _pack_rgb(np.asarray(colors).reshape(-1, 3)[valid])
     mask = labels >= 0
     rgb[mask] = packed[labels[mask]]
     rgb = rgb.view(np.float32)  # uint32 already: the packed bits, read as the float RViz expects
