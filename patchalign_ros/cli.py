@@ -166,14 +166,22 @@ def cmd_train(args) -> int:
 
 
 def cmd_process_bag(args) -> int:
-    from .ros.bag import process_bag
+    from .ros.bag import format_timing, process_bag
 
+    if args.reuse_max_age < 0:
+        raise UsageError(f"--reuse-max-age must be >= 0 (0: every cloud afresh), got {args.reuse_max_age}")
     stats = process_bag(args.input, args.output, _parse_queries(args.queries), checkpoint=args.checkpoint,
                         text_encoder=args.text_encoder, topic=args.topic, scene=not args.object,
-                        keypoints=not args.no_keypoints)
+                        keypoints=not args.no_keypoints, reuse_max_age_s=args.reuse_max_age,
+                        backend=args.backend, precision=args.precision)
     print(f"{stats['processed']} of {stats['clouds']} clouds processed, {stats['rejected']} rejected -> {args.output}")
     for reason in sorted(set(stats["reasons"])):
         print(f"  rejected: {reason}")
+    print(f"backend: {stats['backend']}")
+    print(format_timing(stats["timing"]))
+    if args.report:
+        Path(args.report).write_text(json.dumps(stats, indent=1))
+        print(f"report -> {args.report}")
     return 0
 
 
@@ -683,6 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--text-encoder")
     bag.add_argument("--object", action="store_true", help="each cloud is one object (no scene segmentation)")
     bag.add_argument("--no-keypoints", action="store_true")
+    bag.add_argument("--reuse-max-age", type=float, default=1.0,
+                     help="seconds a view that did not change keeps its scene split and encoder passes, as the "
+                          "node's reuse_max_age_s (default 1); 0: every cloud afresh")
+    bag.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto", "torch-eager"])
+    bag.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
+    bag.add_argument("--report", help="write the counts and per-cloud timing as JSON here")
     bag.set_defaults(func=cmd_process_bag)
 
     demo = sub.add_parser("demo", help="a generated tabletop scene, end to end")
