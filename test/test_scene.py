@@ -226,3 +226,48 @@ def test_thin_segments_tell_handles_from_objects():
     vox = np.concatenate([loop, block])
     seg = np.r_[np.zeros(200, int), np.ones(300, int)]
     assert _thin_segments(seg, 2, vox, np.ones(len(vox)), 0.006, 0.25).tolist() == [True, False]
+
+
+def _upturned_container_with_a_lug(rng):
+    """A 1 m table (depth noise 1.5 mm), an upturned 10 cm box standing on it and a lug sticking
+    3 cm out of one side 6.5-11 mm above the table, all inside the plane's 12 mm inlier band;
+    a 5 cm sheet of paper (8 mm) lies on the table away from everything. Labels: 0 table,
+    1 box, 2 lug, 3 paper."""
+    g = np.arange(-0.5, 0.5, 0.004)
+    tx, ty = np.meshgrid(g, g)
+    table = np.c_[tx.ravel(), ty.ravel(), rng.normal(0, 0.0015, tx.size)]
+    table = table[~((np.abs(table[:, 0]) < 0.05) & (np.abs(table[:, 1]) < 0.05))]  # under the box
+    s = np.arange(-0.05, 0.05, 0.003)
+    h = np.arange(0.0, 0.1, 0.003)
+    sides = []
+    for fixed in (-0.05, 0.05):
+        a, b = np.meshgrid(s, h)
+        sides += [np.c_[np.full(a.size, fixed), a.ravel(), b.ravel()], np.c_[a.ravel(), np.full(a.size, fixed), b.ravel()]]
+    a, b = np.meshgrid(s, s)
+    box = np.concatenate(sides + [np.c_[a.ravel(), b.ravel(), np.full(a.size, 0.1)]])
+    lx, ly, lz = np.meshgrid(np.arange(0.05, 0.08, 0.002), np.arange(-0.02, 0.02, 0.002), [0.0065, 0.0085, 0.011])
+    lug = np.c_[lx.ravel(), ly.ravel(), lz.ravel()]
+    px, py = np.meshgrid(np.arange(0.3, 0.35, 0.003), np.arange(0.3, 0.35, 0.003))
+    paper = np.c_[px.ravel(), py.ravel(), np.full(px.size, 0.008)]
+    table = table[~((table[:, 0] >= 0.3) & (table[:, 0] <= 0.35) & (table[:, 1] >= 0.3) & (table[:, 1] <= 0.35))]
+    pts = np.concatenate([table, box, lug, paper])
+    labels = np.r_[np.zeros(len(table)), np.ones(len(box)), np.full(len(lug), 2), np.full(len(paper), 3)].astype(int)
+    return pts + rng.normal(0, 0.0005, pts.shape) * [1, 1, 0], labels
+
+
+def test_band_growth_takes_a_lug_inside_the_table_band_and_no_table():
+    pts, labels = _upturned_container_with_a_lug(np.random.default_rng(0))
+    up = UpPrior.from_vector([0.0, 0.0, 1.0], hard=True)
+    off = SceneSegmenter().segment(pts, prior=up)  # the default: objects start above the band
+    assert len(off.objects) == 1 and (labels[off.objects[0]] == 2).sum() == 0
+    on = SceneSegmenter(SceneConfig(band_floor=0.006)).segment(pts, prior=up)
+    assert len(on.objects) == 1
+    got = np.bincount(labels[on.objects[0]], minlength=4)
+    assert got[2] >= 0.9 * (labels == 2).sum()  # the lug, reached through the box's lowest points
+    box_in_band = (labels == 1) & (pts[:, 2] > 0.007) & (pts[:, 2] < 0.012)
+    assert (labels[off.objects[0]] == 1).sum() <= (labels == 1).sum() - box_in_band.sum()
+    assert np.isin(np.flatnonzero(box_in_band), on.objects[0]).mean() >= 0.95  # the box down into the band
+    assert got[0] <= 0.001 * (labels == 0).sum() and got[3] == 0  # no table, not the paper far away
+    # every added point lies inside the band and is within band_reach of the box
+    added = np.setdiff1d(on.objects[0], off.objects[0])
+    assert np.all(pts[added, 2] < 0.012 + 0.005) and np.all(np.abs(pts[added, :2]).max(axis=1) < 0.05 + 0.04)

@@ -72,6 +72,15 @@ class SceneConfig:
                                         # they join their host even when they reach down to the plane
     concave_segment_share: float = 0.5  # pieces with more concave bends than this join a neighbour
     smooth_boundary_share: float = 0.8  # neighbours whose shared boundary is this convex/smooth join
+    # Parts inside the plane's inlier band (an upturned container's lugs, a mug handle's foot,
+    # every object's bottom centimetre): band points at least band_floor above the table near the
+    # object (and 3.5 sigma of its depth noise there) that connect to the object in steps of at
+    # most band_step join it, up to band_reach from its points above the band. 0 (default): off.
+    # Measured on the 62 Kinect scans (README "Objects down to the table"): object IoU up, lugs
+    # found, but mug handles in scene mode down on the tune red mug, so not on by default.
+    band_floor: float = 0.0
+    band_step: float = 0.006
+    band_reach: float = 0.04
     min_object_points: int = 150        # full-resolution points
     min_object_extent: float = 0.03     # largest side of the object's box, metres
     max_object_extent: float = 1.0
@@ -400,7 +409,10 @@ class SceneSegmenter:
             extent = float(np.ptp(pts, axis=0).max())
             if not cfg.min_object_extent <= extent <= cfg.max_object_extent:
                 continue
-            objects.append(keep[cand[members]])
+            objects.append(cand[members])
+        if plane is not None and objects and cfg.band_floor > 0:
+            objects = self._grow_into_band(cropped, height, on_plane, basis, objects)
+        objects = [keep[m] for m in objects]
         # Nearest objects first: they are the ones a robot reaches for.
         origin = np.asarray(sensor_origin, dtype=np.float64)
         objects.sort(key=lambda m: float(np.linalg.norm(points[m].mean(axis=0) - origin)))
@@ -409,6 +421,65 @@ class SceneSegmenter:
             message = "; ".join(filter(None, [message, f"{dropped} object(s) beyond max_objects "
                                                        f"{cfg.max_objects} not processed"]))
         return SceneSegmentation(objects[:cfg.max_objects], plane, up, up_source, message, dropped)
+
+    def _grow_into_band(self, points, height, on_plane, basis, objects: list) -> list:
+        """``objects`` (index arrays into ``points``, all above the band) with the band points
+        that belong to them: higher than the table around each object by ``band_floor`` and by
+        3.5 sigma of that table's height noise, reached from the object in steps of at most
+        ``band_step`` through such points, within ``band_reach`` of the object's own points
+        (in the plane). A band point two objects reach goes to the nearer one."""
+        cfg = self.config
+        band = np.flatnonzero(on_plane & (height > min(cfg.band_floor, cfg.plane_distance)))
+        if len(band) == 0:
+            return objects
+        # (no footprint test: a band point must be within band_reach of an object, and objects are)
+        flat_band = points[band] @ basis
+        table = np.flatnonzero(on_plane)  # a sample: enough for the table's local height and noise
+        if len(table) > 5000:
+            table = table[np.random.default_rng(cfg.seed).integers(len(table), size=5000)]
+        table_flat, table_h = points[table] @ basis, height[table]
+        table_h_own = table_h[table_h <= cfg.band_floor]  # the table's own points, not band points of objects
+        if len(table_h_own) < 20:
+            return objects
+        # where too few of the sample lie around an object: the whole table's level and noise
+        whole = (float(np.median(table_h_own)), 1.4826 * float(np.median(np.abs(table_h_own - np.median(table_h_own)))))
+        claims = np.full(len(band), -1)
+        claim_dist = np.full(len(band), np.inf)
+        for k, members in enumerate(objects):
+            # at most 1,000 of the object's points stand for it in the plane (a cm-scale question)
+            sample = members if len(members) <= 1000 else members[:: int(np.ceil(len(members) / 1000))]
+            flat = points[sample] @ basis
+            lo, hi = flat.min(axis=0) - cfg.band_reach, flat.max(axis=0) + cfg.band_reach
+            near = np.flatnonzero(np.all((flat_band >= lo) & (flat_band <= hi), axis=1))
+            # the table around this object (its box grown by band_reach): its height and noise there
+            if len(near) == 0:
+                continue
+            ring_h = table_h[np.all((table_flat >= lo) & (table_flat <= hi), axis=1)]
+            ring_h = ring_h[ring_h <= cfg.band_floor]
+            level, sigma = whole
+            if len(ring_h) >= 20:
+                level = float(np.median(ring_h))
+                sigma = 1.4826 * float(np.median(np.abs(ring_h - level)))
+            near = near[height[band[near]] > level + max(cfg.band_floor, 3.5 * sigma)]
+            low = members[height[members] < cfg.plane_distance + 2 * cfg.band_step]
+            if len(near) == 0 or len(low) == 0:
+                continue
+            reach, _ = cKDTree(flat).query(flat_band[near], distance_upper_bound=cfg.band_reach)
+            near, reach = near[np.isfinite(reach)], reach[np.isfinite(reach)]
+            if len(near) == 0:
+                continue
+            # the eligible band points connected (steps <= band_step) to the object's lowest points
+            xyz = points[band[near]]
+            seed_dist, _ = cKDTree(points[low]).query(xyz, distance_upper_bound=cfg.band_step)
+            pairs = cKDTree(xyz).query_pairs(cfg.band_step, output_type="ndarray")
+            graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(near), len(near)))
+            _, comp = connected_components(graph, directed=False)
+            got = np.isin(comp, comp[np.isfinite(seed_dist)])
+            near, reach = near[got], reach[got]
+            better = reach < claim_dist[near]
+            claims[near[better]], claim_dist[near[better]] = k, reach[better]
+        return [np.concatenate([members, band[claims == k]]) if (claims == k).any() else members
+                for k, members in enumerate(objects)]
 
     def _split_objects(self, pts: np.ndarray, sensor_origin, height: np.ndarray | None = None) -> np.ndarray:
         """Segment label per point of ``pts`` (points above the plane), -1 for none."""

@@ -69,6 +69,8 @@ PARAMETERS = {
     "scene.voxel_size": (0.01, "voxel grid for segmentation (m)"),
     "scene.plane_distance": (0.012, "RANSAC table-plane inlier distance (m)"),
     "scene.max_object_height": (0.6, "objects are points up to this height above the plane (m)"),
+    "scene.band_floor": (0.0, "band points this high above the table near an object that connect to it join it "
+                              "(lugs, handle feet inside the plane band; m); 0: off (README, scene mode)"),
     "scene.cluster_eps": (0.02, "object clustering distance (m)"),
     "scene.concave_deg": (15.0, "a concave bend sharper than this separates touching objects (deg)"),
     "scene.min_object_points": (150, "smallest object (points)"),
@@ -91,7 +93,7 @@ RANGES = {"score_threshold": (0.0, 1.0), "part_min_mean_score": (0.0, 1.0), "max
           "gravity_tolerance_deg": (1.0, 89.0), "service_timeout_s": (0.0, 3600.0), "max_wait_s": (0.0, 3600.0),
           "max_cloud_age_s": (0.0, 1e6), "warn_total_ms": (1.0, 1e6), "threads": (0, 256),
           "scene.voxel_size": (0.001, 0.2), "scene.plane_distance": (0.001, 0.2),
-          "scene.max_object_height": (0.01, 10.0), "scene.cluster_eps": (0.002, 0.5), "scene.concave_deg": (1.0, 180.0),
+          "scene.max_object_height": (0.01, 10.0), "scene.band_floor": (0.0, 0.2), "scene.cluster_eps": (0.002, 0.5), "scene.concave_deg": (1.0, 180.0),
           "scene.min_object_points": (1, 10_000_000), "scene.min_object_extent": (0.0, 100.0),
           "scene.max_object_extent": (0.001, 100.0), "scene.max_objects": (1, 1000)}
 CHOICES = {"backend": ("torch", "onnxruntime", "tensorrt", "auto", "torch-eager"),
