@@ -276,7 +276,10 @@ def cmd_evaluate_parts(args) -> int:
     splits = tuple(s.strip() for s in args.splits.split(","))
     if not set(splits) <= {"tune", "held-out"}:
         raise UsageError(f"--splits: choose from tune, held-out (got {args.splits})")
-    report = run_capture_parts(dict(_presence_runs(args)), args.data_root, args.out_dir, splits, words=args.words)
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    report = run_capture_parts(dict(_presence_runs(args)), args.data_root, args.out_dir, splits, words=args.words,
+                               seeds=args.seeds)
     print(format_capture_parts(report))
     print(f"report -> {Path(args.out_dir) / 'parts_report.json'}, picture -> {Path(args.out_dir) / 'parts_iou.png'}")
     return 0
@@ -290,8 +293,10 @@ def cmd_calibrate_presence(args) -> int:
     if not Path(args.data_root).is_dir():
         raise UsageError(f"--data-root: no such directory {args.data_root}")
     finder = PartFinder.load(args.checkpoint, config=load_inference_config(args.config))
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     out = calibrate(finder, args.data_root, args.out, validate_queries(_parse_queries(args.queries)),
-                    args.target_precision, args.generated_per_category)
+                    args.target_precision, args.generated_per_category, seeds=args.seeds)
     import yaml
 
     print(yaml.safe_dump({"presence": out["presence"]}, sort_keys=False, width=200))
@@ -624,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--legacy", help="also run these models as release 2 shipped them")
     pa.add_argument("--splits", default="held-out")
     pa.add_argument("--words", action="store_true", help="the vocabulary check: handle/grip, lid/cap on every case")
+    pa.add_argument("--seeds", type=int, default=1,
+                    help="score every case with sampling seeds 0..N-1 and report the means and range "
+                         "(one random sample of an object's points can land far from the mean)")
     pa.add_argument("--config", help="inference settings YAML")
     pa.add_argument("--out-dir", default="parts_output")
     pa.set_defaults(func=cmd_evaluate_parts)
@@ -635,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--queries", default=",".join(PRESENCE_QUERIES))
     cp.add_argument("--target-precision", type=float, default=0.9)
     cp.add_argument("--generated-per-category", type=int, default=2)
+    cp.add_argument("--seeds", type=int, default=1,
+                    help="choose the thresholds on the tune objects scored with sampling seeds 0..N-1, pooled")
     cp.add_argument("--config", help="inference settings YAML")
     cp.add_argument("--out", default="presence_calibration.json")
     cp.set_defaults(func=cmd_calibrate_presence)

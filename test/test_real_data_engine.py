@@ -314,3 +314,42 @@ def test_capture_parts_report_splits_sensors_and_words(tmp_path):
     assert (tmp_path / "out" / "parts_iou.png").stat().st_size > 5000
     assert json.loads((tmp_path / "out" / "parts_report.json").read_text())["splits"] == ["held-out"]
     assert "closure · Kinect · held-out" in format_capture_parts(report)
+
+
+def test_seed_means_and_ranges_of_a_group():
+    """Several sampling seeds: a group's mean IoU and found count are the seeds' means, with the
+    per-seed means and their range beside them; one seed keeps the plain numbers."""
+    from patchalign_ros.evaluation.real_parts import _group_summary, format_capture_parts
+
+    two = _group_summary({0: [0.0, 1.0, 0.5], 1: [1.0, 1.0, 0.5]})
+    assert two["cases"] == 3 and two["mean_iou"] == pytest.approx(0.667, abs=1e-3) and two["found"] == 2.5
+    assert two["mean_iou_per_seed"] == [0.5, 0.833] and two["mean_iou_range"] == [0.5, 0.833]
+    one = _group_summary({0: [0.0, 1.0]})
+    assert one == {"cases": 2, "mean_iou": 0.5, "found": 1}
+    report = {"seeds": 2, "splits": ["held-out"], "models": {"m": {"summary": {"handle · Kinect · held-out": two}}}}
+    assert "0.667 [0.50-0.83] (2.5/3)" in format_capture_parts(report)
+
+
+@pytest.mark.skipif(not (SHARED / "real_scans" / "realsense_6dof" / "blue_mug.npy").is_file(),
+                    reason="no ../shared RealSense frames")
+def test_capture_parts_over_sampling_seeds(tmp_path):
+    from patchalign_ros.evaluation.real_parts import run_capture_parts
+
+    finder = _tiny_finder(tmp_path)
+    finder.config.seed = 7
+    report = run_capture_parts({"random": finder}, SHARED, tmp_path / "out", progress=False, seeds=2)
+    assert finder.config.seed == 7  # left as it was
+    rows = report["models"]["random"]["cases"]
+    by_case = {}
+    for r in rows:
+        by_case.setdefault(r["case"], set()).add(r["seed"])
+    assert by_case and all(s == {0, 1} for s in by_case.values())
+    summary = report["models"]["random"]["summary"]["handle · RealSense · held-out"]
+    assert summary["seeds"] == 2 and len(summary["mean_iou_per_seed"]) == 2 and report["seeds"] == 2
+
+
+def test_evaluate_parts_refuses_no_seeds(tmp_path, capsys):
+    from patchalign_ros.cli import main
+
+    assert main(["evaluate-parts", "--data-root", str(tmp_path), "--seeds", "0"]) == 2
+    assert "--seeds" in capsys.readouterr().err

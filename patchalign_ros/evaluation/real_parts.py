@@ -326,12 +326,15 @@ def ycb_held_out_cases(mesh_dir, views: int = 4, seed: int = 11) -> list:
 
 
 def run_capture_parts(finders: dict, data_root, out_dir, splits=("held-out",), words: bool = False,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, seeds: int = 1) -> dict:
     """Object-mode part IoU on the labelled real captures (``capture_cases``) and, with the
     held-out split, renders of the held-out YCB meshes (``ycb_held_out_cases``), for each model
     of ``finders`` ({label: PartFinder}), grouped by part, sensor and split; with ``words`` every
-    name of ``PART_WORDS`` is asked on every case, else the case's own query. Writes
-    ``parts_report.json`` and ``parts_iou.png``."""
+    name of ``PART_WORDS`` is asked on every case, else the case's own query. ``seeds`` > 1: every
+    case is scored with the sampling seeds 0..seeds-1 (each object's random sample of its points)
+    and a group's numbers are the means over the seeds, with the seeds' range: one sample can
+    land far from the mean (a held-out mug's handle: 0.00-0.83). Writes ``parts_report.json``
+    and ``parts_iou.png``."""
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -343,38 +346,62 @@ def run_capture_parts(finders: dict, data_root, out_dir, splits=("held-out",), w
         cases += ycb_held_out_cases(Path(data_root) / "meshes" / "ycb")
     if not cases:
         raise FileNotFoundError(f"no labelled real captures of split(s) {list(splits)} under {data_root}")
-    report = {"data_root": str(data_root), "splits": list(splits), "models": {}}
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    report = {"data_root": str(data_root), "splits": list(splits), "seeds": seeds, "models": {}}
     for label, finder in finders.items():
         rows = []
-        for case in tqdm(cases, desc=f"parts {label}", disable=not progress, unit="case"):
-            for word in (PART_WORDS[case.extras["part"]] if words else [case.query]):
-                row = score_case(finder, replace(case, query=word))
-                row.pop("pred")
-                row.update({"word": word, **case.extras})
-                rows.append(row)
+        kept_seed = finder.config.seed
+        try:
+            for case in tqdm(cases, desc=f"parts {label}", disable=not progress, unit="case"):
+                for word in (PART_WORDS[case.extras["part"]] if words else [case.query]):
+                    for seed in range(seeds):
+                        finder.config.seed = seed if seeds > 1 else kept_seed
+                        row = score_case(finder, replace(case, query=word))
+                        row.pop("pred")
+                        row.update({"word": word, "seed": finder.config.seed, **case.extras})
+                        rows.append(row)
+        finally:
+            finder.config.seed = kept_seed  # the caller's finder is left as it was
         summary = {}
         for r in rows:
             key = f"{r['part']} · {r['sensor']} · {r['split']}" + (f" · \"{r['word']}\"" if words else "")
-            summary.setdefault(key, []).append(r["iou"])
-        report["models"][label] = {
-            "summary": {k: {"cases": len(v), "mean_iou": round(float(np.mean(v)), 3),
-                            "found": int(sum(x > 0 for x in v))} for k, v in sorted(summary.items())},
-            "cases": rows}
+            summary.setdefault(key, {}).setdefault(r["seed"], []).append(r["iou"])
+        report["models"][label] = {"summary": {k: _group_summary(v) for k, v in sorted(summary.items())},
+                                   "cases": rows}
     (out / "parts_report.json").write_text(json.dumps(report, indent=1) + "\n")
     save_parts_png(report, out / "parts_iou.png")
     return report
 
 
+def _group_summary(by_seed: dict) -> dict:
+    """A group's cases per seed -> mean IoU and found (means over the seeds; with more than one
+    seed also the per-seed mean IoUs and their range)."""
+    means = [float(np.mean(v)) for v in by_seed.values()]
+    found = [int(sum(x > 0 for x in v)) for v in by_seed.values()]
+    out = {"cases": len(next(iter(by_seed.values()))), "mean_iou": round(float(np.mean(means)), 3),
+           "found": found[0] if len(found) == 1 else round(float(np.mean(found)), 1)}
+    if len(means) > 1:
+        out.update({"seeds": len(means), "mean_iou_per_seed": [round(m, 3) for m in means],
+                    "mean_iou_range": [round(min(means), 3), round(max(means), 3)]})
+    return out
+
+
 def format_capture_parts(report: dict) -> str:
     labels = list(report["models"])
     keys = sorted({k for m in report["models"].values() for k in m["summary"]})
-    lines = [f"{'part · sensor · split':44s} {'cases':>5s} " + " ".join(f"{m[:22]:>22s}" for m in labels),
-             f"{'':44s} {'':5s} " + " ".join(f"{'mean IoU (found)':>22s}" for _ in labels)]
+    seeds = report.get("seeds", 1)
+    width = 22 if seeds == 1 else 30
+    head = "mean IoU (found)" if seeds == 1 else f"mean of {seeds} seeds [range] (found)"
+    lines = [f"{'part · sensor · split':44s} {'cases':>5s} " + " ".join(f"{m[:width]:>{width}s}" for m in labels),
+             f"{'':44s} {'':5s} " + " ".join(f"{head:>{width}s}" for _ in labels)]
     for k in keys:
         cells = [report["models"][m]["summary"].get(k) for m in labels]
         n = next(c["cases"] for c in cells if c)
-        text = [f"{c['mean_iou']:.3f} ({c['found']}/{c['cases']})" if c else "-" for c in cells]
-        lines.append(f"{k:44s} {n:5d} " + " ".join(f"{t:>22s}" for t in text))
+        text = ["-" if not c else f"{c['mean_iou']:.3f} ({c['found']}/{c['cases']})" if "mean_iou_range" not in c
+                else f"{c['mean_iou']:.3f} [{c['mean_iou_range'][0]:.2f}-{c['mean_iou_range'][1]:.2f}] "
+                     f"({c['found']:g}/{c['cases']})" for c in cells]
+        lines.append(f"{k:44s} {n:5d} " + " ".join(f"{t:>{width}s}" for t in text))
     return "\n".join(lines)
 
 
@@ -390,13 +417,20 @@ def save_parts_png(report: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) * len(labels)), 4.5))
     width = 0.8 / max(len(labels), 1)
     for j, m in enumerate(labels):
-        vals = [report["models"][m]["summary"].get(k, {}).get("mean_iou", 0.0) for k in keys]
-        ax.bar(np.arange(len(keys)) + j * width, vals, width, label=m)
+        cells = [report["models"][m]["summary"].get(k, {}) for k in keys]
+        vals = [c.get("mean_iou", 0.0) for c in cells]
+        spread = None  # with several seeds: whiskers over the seeds' range
+        if any("mean_iou_range" in c for c in cells):
+            spread = np.array([[v - c.get("mean_iou_range", [v, v])[0], c.get("mean_iou_range", [v, v])[1] - v]
+                               for v, c in zip(vals, cells)]).T
+        ax.bar(np.arange(len(keys)) + j * width, vals, width, label=m, yerr=spread, capsize=2)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2)
     ax.set_xticklabels([k.replace(" · ", "\n") for k in keys], fontsize=7)
     ax.set_ylabel("object-mode part IoU (mean)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"real captures, split(s) {', '.join(report['splits'])}", fontsize=9)
+    seeds = report.get("seeds", 1)
+    ax.set_title(f"real captures, split(s) {', '.join(report['splits'])}"
+                 + (f"; mean of {seeds} sampling seeds, whiskers their range" if seeds > 1 else ""), fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
