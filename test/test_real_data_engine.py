@@ -353,3 +353,26 @@ def test_evaluate_parts_refuses_no_seeds(tmp_path, capsys):
 
     assert main(["evaluate-parts", "--data-root", str(tmp_path), "--seeds", "0"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_calibration_refuses_no_seeds(tmp_path, capsys):
+    from patchalign_ros.cli import main
+    from patchalign_ros.evaluation.presence import calibrate
+
+    with pytest.raises(ValueError, match="seeds"):
+        calibrate(None, tmp_path, tmp_path / "cal.json", seeds=0)
+    assert main(["calibrate-presence", "--data-root", str(tmp_path), "--seeds", "0"]) == 2
+    assert "--seeds" in capsys.readouterr().err and not (tmp_path / "cal.json").exists()
+
+
+@pytest.mark.skipif(not (SHARED / "real_scans" / "mosd_learn" / "learn0.pcd").is_file(),
+                    reason="no ../shared mOSD learn scans (the tune split)")
+def test_calibration_thresholds_over_sampling_seeds(tmp_path):
+    from patchalign_ros.evaluation.presence import calibrate
+
+    finder = _tiny_finder(tmp_path)
+    finder.config.seed = 3
+    out = calibrate(finder, SHARED, tmp_path / "cal.json", ["handle"], generated_per_category=1, progress=False,
+                    seeds=2)
+    assert out["seeds"] == 2 and "over 2 sampling seeds" in out["presence"]["note"]
+    assert finder.config.seed == 3 and json.loads((tmp_path / "cal.json").read_text())["seeds"] == 2
