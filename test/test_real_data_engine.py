@@ -376,3 +376,22 @@ def test_calibration_thresholds_over_sampling_seeds(tmp_path):
                     seeds=2)
     assert out["seeds"] == 2 and "over 2 sampling seeds" in out["presence"]["note"]
     assert finder.config.seed == 3 and json.loads((tmp_path / "cal.json").read_text())["seeds"] == 2
+
+
+@pytest.mark.skipif(not (SHARED / "real_scans" / "realsense_6dof" / "blue_mug.npy").is_file(),
+                    reason="no ../shared RealSense frames")
+def test_presence_counts_over_sampling_seeds(tmp_path):
+    """Two seeds: every capture twice, counts over (object, seed) pairs, the finder's seed kept."""
+    from patchalign_ros.evaluation.presence import run_presence_evaluation
+
+    finder = _tiny_finder(tmp_path)
+    one = run_presence_evaluation(finder, SHARED, tmp_path / "one", ["handle"], ("held-out",), object_mode=False,
+                                  progress=False)
+    two = run_presence_evaluation(finder, SHARED, tmp_path / "two", ["handle"], ("held-out",), object_mode=False,
+                                  progress=False, seeds=2)
+    assert finder.config.seed == 0 and two["seeds"] == 2 and one["seeds"] == 1
+    assert len(two["captures"]) == 2 * len(one["captures"]) and {r["seed"] for r in two["captures"]} == {0, 1}
+    c1, c2 = one["summary"]["held-out"]["handle"], two["summary"]["held-out"]["handle"]
+    assert c2["positives"] == 2 * c1["positives"] and c2["tp"] + c2["fn"] == c2["positives"]
+    with pytest.raises(ValueError, match="seeds"):
+        run_presence_evaluation(finder, SHARED, tmp_path / "x", ["handle"], ("held-out",), seeds=0)

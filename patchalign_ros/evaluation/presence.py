@@ -243,19 +243,31 @@ def _scene_rows(finder, captures: list, queries: list, object_mode: bool, progre
 
 
 def run_presence_evaluation(finder, data_root, out_dir, queries=None, splits=("tune", "held-out"),
-                            object_mode: bool = True, progress: bool = True) -> dict:
+                            object_mode: bool = True, progress: bool = True, seeds: int = 1) -> dict:
+    """The scene path on the labelled captures: object-level presence counts, PR curves and false
+    part points per split and source. ``seeds`` > 1: every capture is run with the sampling seeds
+    0..seeds-1 and the counts are over (object, seed) pairs: a mistake one sample makes counts."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
     queries = list(queries or QUERIES)
     captures = load_captures(data_root, splits)
     if not captures:
         raise FileNotFoundError(f"no labelled real captures under {data_root} (expects real_scans/mosd, "
                                 "real_scans/mosd_learn, real_scans/realsense_6dof)")
-    rows = _scene_rows(finder, captures, queries, object_mode, progress)
+    rows, kept_seed = [], finder.config.seed
+    try:
+        for seed in range(seeds):
+            finder.config.seed = seed if seeds > 1 else kept_seed
+            for row in _scene_rows(finder, captures, queries, object_mode, progress):
+                rows.append({**row, "seed": finder.config.seed})
+    finally:
+        finder.config.seed = kept_seed
     summary = summarize(rows, queries)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     public = {k: {q: {f: v for f, v in c.items() if not f.startswith("_")} for q, c in per.items()}
               for k, per in summary.items()}
-    report = {"data_root": str(data_root), "queries": queries,
+    report = {"data_root": str(data_root), "queries": queries, "seeds": seeds,
               "presence_model": finder.presence.to_dict() if finder.presence else None,
               "summary": public, "captures": rows}
     (out / "presence_report.json").write_text(json.dumps(report, indent=1) + "\n")
