@@ -270,7 +270,8 @@ def run_presence_evaluation(finder, data_root, out_dir, queries=None, splits=("t
     report = {"data_root": str(data_root), "queries": queries, "seeds": seeds,
               "presence_model": finder.presence.to_dict() if finder.presence else None,
               "summary": public, "captures": rows}
-    (out / "presence_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    # compact: with several seeds the per-capture rows run to megabytes indented
+    (out / "presence_report.json").write_text(json.dumps(report, separators=(",", ":")) + "\n")
     save_pr_png(summary, out / "presence_pr.png")
     return report
 

@@ -194,7 +194,7 @@ def score_case(finder, case: PartCase) -> dict:
     return {"case": case.name, "group": case.group, "source": case.source, "query": case.query,
             "points": int(len(case.points)), "truth_points": int(case.truth.sum()),
             "iou": mask_iou(pred, case.truth), "reported": bool(pred.any()),
-            "mean_score_on_truth": float(scores[case.truth].mean()) if case.truth.any() else None,
+            "mean_score_on_truth": round(float(scores[case.truth].mean()), 4) if case.truth.any() else None,
             "ms": round(ms, 1), "pred": pred}
 
 
@@ -369,7 +369,8 @@ def run_capture_parts(finders: dict, data_root, out_dir, splits=("held-out",), w
             summary.setdefault(key, {}).setdefault(r["seed"], []).append(r["iou"])
         report["models"][label] = {"summary": {k: _group_summary(v) for k, v in sorted(summary.items())},
                                    "cases": rows}
-    (out / "parts_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    # compact: with several seeds and every word the per-case rows run to megabytes indented
+    (out / "parts_report.json").write_text(json.dumps(report, separators=(",", ":")) + "\n")
     save_parts_png(report, out / "parts_iou.png")
     return report
 
