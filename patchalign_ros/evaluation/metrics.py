@@ -45,3 +45,18 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
     union = np.logical_or(pred, gt).sum()
     return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
+
+
+def sampling_seeds(finder, seeds: int):
+    """Set ``finder``'s sampling seed (each object's random sample of its points) to 0..seeds-1
+    in turn, yielding each; one seed keeps the finder's own. Its seed is restored however the
+    loop ends."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    kept = finder.config.seed
+    try:
+        for seed in range(seeds):
+            finder.config.seed = seed if seeds > 1 else kept
+            yield finder.config.seed
+    finally:
+        finder.config.seed = kept

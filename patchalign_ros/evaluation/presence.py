@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..inference.presence import round_down
-from .metrics import mask_iou
+from .metrics import mask_iou, sampling_seeds
 from .real_captures import QUERY_ATTRIBUTE, Capture, load_captures, table_up
 
 QUERIES = ["handle", "grip", "cap", "lid"]
@@ -254,14 +254,8 @@ def run_presence_evaluation(finder, data_root, out_dir, queries=None, splits=("t
     if not captures:
         raise FileNotFoundError(f"no labelled real captures under {data_root} (expects real_scans/mosd, "
                                 "real_scans/mosd_learn, real_scans/realsense_6dof)")
-    rows, kept_seed = [], finder.config.seed
-    try:
-        for seed in range(seeds):
-            finder.config.seed = seed if seeds > 1 else kept_seed
-            for row in _scene_rows(finder, captures, queries, object_mode, progress):
-                rows.append({**row, "seed": finder.config.seed})
-    finally:
-        finder.config.seed = kept_seed
+    rows = [{**row, "seed": seed} for seed in sampling_seeds(finder, seeds)
+            for row in _scene_rows(finder, captures, queries, object_mode, progress)]
     summary = summarize(rows, queries)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -398,13 +392,8 @@ def calibrate(finder, data_root, out_path, queries=None, target_precision: float
     model = fit_presence(samples, note=f"fitted on {len(samples)} (object, query) pairs: the tune split of the real "
                                        f"development captures ({len(tune)}) on the scene path + generated views")
     finder.presence = model  # the scene path again: which parts the new model reports
-    rows, kept_seed = [], finder.config.seed
-    try:
-        for seed in range(seeds):
-            finder.config.seed = seed if seeds > 1 else kept_seed
-            rows += _scene_rows(finder, tune, queries, object_mode=False, progress=False)
-    finally:
-        finder.config.seed = kept_seed
+    rows = [row for _ in sampling_seeds(finder, seeds)
+            for row in _scene_rows(finder, tune, queries, object_mode=False, progress=False)]
     summary = summarize(rows, queries)
     threshold, at = choose_threshold(summary["tune"], target_precision)
     model.threshold = threshold

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import mask_iou
+from .metrics import mask_iou, sampling_seeds
 
 # Hand-drawn image polygons (x, y pixel coordinates, 640x480) on milk_cartoon_all_small_clorox.pcd,
 # checked on zoomed RGB and depth crops: the handle is the loop between the hole (no depth) and
@@ -351,18 +351,13 @@ def run_capture_parts(finders: dict, data_root, out_dir, splits=("held-out",), w
     report = {"data_root": str(data_root), "splits": list(splits), "seeds": seeds, "models": {}}
     for label, finder in finders.items():
         rows = []
-        kept_seed = finder.config.seed
-        try:
-            for case in tqdm(cases, desc=f"parts {label}", disable=not progress, unit="case"):
-                for word in (PART_WORDS[case.extras["part"]] if words else [case.query]):
-                    for seed in range(seeds):
-                        finder.config.seed = seed if seeds > 1 else kept_seed
-                        row = score_case(finder, replace(case, query=word))
-                        row.pop("pred")
-                        row.update({"word": word, "seed": finder.config.seed, **case.extras})
-                        rows.append(row)
-        finally:
-            finder.config.seed = kept_seed  # the caller's finder is left as it was
+        for case in tqdm(cases, desc=f"parts {label}", disable=not progress, unit="case"):
+            for word in (PART_WORDS[case.extras["part"]] if words else [case.query]):
+                for seed in sampling_seeds(finder, seeds):  # the caller's seed is left as it was
+                    row = score_case(finder, replace(case, query=word))
+                    row.pop("pred")
+                    row.update({"word": word, "seed": seed, **case.extras})
+                    rows.append(row)
         summary = {}
         for r in rows:
             key = f"{r['part']} · {r['sensor']} · {r['split']}" + (f" · \"{r['word']}\"" if words else "")

@@ -451,9 +451,9 @@ class SceneSegmenter:
             flat = points[sample] @ basis
             lo, hi = flat.min(axis=0) - cfg.band_reach, flat.max(axis=0) + cfg.band_reach
             near = np.flatnonzero(np.all((flat_band >= lo) & (flat_band <= hi), axis=1))
-            # the table around this object (its box grown by band_reach): its height and noise there
             if len(near) == 0:
                 continue
+            # the table around this object (its box grown by band_reach): its height and noise there
             ring_h = table_h[np.all((table_flat >= lo) & (table_flat <= hi), axis=1)]
             ring_h = ring_h[ring_h <= cfg.band_floor]
             level, sigma = whole
