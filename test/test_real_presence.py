@@ -11,9 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-# release 4 at its operating point, held-out split (models/default.md): handle precision 1.00 (2 of 2
-# reported objects), no false "handle" points (release 3 as shipped: 0.67 and 2,529). The bounds
-# allow one more mistake from float differences between CPUs, not a different model.
+# release 4 at its operating point, held-out split, sampling seed 0 (the test's): handle precision
+# 1.00 (2 of 2 reported objects), no false "handle" points (release 3 as shipped: 0.67 and 2,529).
+# Over five seeds it is 0.69 (models/default.md, "Sampling seeds"). The bounds allow one more
+# mistake from float differences between CPUs, not a different model.
 HANDLE_PRECISION = 0.66
 HANDLE_FALSE_POINTS = 3000
 pytestmark = pytest.mark.skipif(not (DATA / "real_scans" / "mosd_learn" / "learn0.pcd").is_file()
