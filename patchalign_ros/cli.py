@@ -21,6 +21,10 @@ def _parse_queries(text: str) -> list[str]:
     return [q.strip() for q in text.split(",")] if text is not None else []
 
 
+BACKENDS = ["torch", "onnxruntime", "tensorrt", "auto", "torch-eager"]  # --backend of segment and process-bag
+PRECISIONS = ["fp32", "fp16", "bf16", "int8"]
+
+
 def load_inference_config(path):
     from .inference.pipeline import InferenceConfig
 
@@ -297,9 +301,9 @@ def cmd_calibrate_presence(args) -> int:
 
     if not Path(args.data_root).is_dir():
         raise UsageError(f"--data-root: no such directory {args.data_root}")
-    finder = PartFinder.load(args.checkpoint, config=load_inference_config(args.config))
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    finder = PartFinder.load(args.checkpoint, config=load_inference_config(args.config))
     out = calibrate(finder, args.data_root, args.out, validate_queries(_parse_queries(args.queries)),
                     args.target_precision, args.generated_per_category, seeds=args.seeds)
     import yaml
@@ -532,9 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--sampling", choices=["random", "fps"])
     seg.add_argument("--no-keypoints", action="store_true")
     seg.add_argument("--device", default="cpu")
-    seg.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto", "torch-eager"],
+    seg.add_argument("--backend", default="auto", choices=BACKENDS,
                      help="encoder backend; auto: measured on this machine once, then cached (see README)")
-    seg.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
+    seg.add_argument("--precision", default="fp32", choices=PRECISIONS)
     seg.add_argument("--out", required=True, help="result JSON")
     seg.add_argument("--png", help="picture of the labelled points with a legend (organized / depth input: the "
                                    "camera image with the parts painted on it, beside the 3D views)")
@@ -712,8 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--reuse-max-age", type=float, default=1.0,
                      help="seconds a view that did not change keeps its scene split and encoder passes, as the "
                           "node's reuse_max_age_s (default 1); 0: every cloud afresh")
-    bag.add_argument("--backend", default="auto", choices=["torch", "onnxruntime", "tensorrt", "auto", "torch-eager"])
-    bag.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
+    bag.add_argument("--backend", default="auto", choices=BACKENDS)
+    bag.add_argument("--precision", default="fp32", choices=PRECISIONS)
     bag.add_argument("--report", help="write the counts and per-cloud timing as JSON here")
     bag.set_defaults(func=cmd_process_bag)
 

@@ -441,8 +441,7 @@ class SceneSegmenter:
         table_h_own = table_h[table_h <= cfg.band_floor]  # the table's own points, not band points of objects
         if len(table_h_own) < 20:
             return objects
-        # where too few of the sample lie around an object: the whole table's level and noise
-        whole = (float(np.median(table_h_own)), 1.4826 * float(np.median(np.abs(table_h_own - np.median(table_h_own)))))
+        whole = _level_and_noise(table_h_own)  # where too few of the sample lie around an object
         claims = np.full(len(band), -1)
         claim_dist = np.full(len(band), np.inf)
         for k, members in enumerate(objects):
@@ -456,10 +455,7 @@ class SceneSegmenter:
             # the table around this object (its box grown by band_reach): its height and noise there
             ring_h = table_h[np.all((table_flat >= lo) & (table_flat <= hi), axis=1)]
             ring_h = ring_h[ring_h <= cfg.band_floor]
-            level, sigma = whole
-            if len(ring_h) >= 20:
-                level = float(np.median(ring_h))
-                sigma = 1.4826 * float(np.median(np.abs(ring_h - level)))
+            level, sigma = _level_and_noise(ring_h) if len(ring_h) >= 20 else whole
             near = near[height[band[near]] > level + max(cfg.band_floor, 3.5 * sigma)]
             low = members[height[members] < cfg.plane_distance + 2 * cfg.band_step]
             if len(near) == 0 or len(low) == 0:
@@ -669,6 +665,12 @@ def _thin_segments(seg: np.ndarray, k: int, vox: np.ndarray, counts: np.ndarray,
     cov /= np.maximum(w, 1e-9)[:, None, None]
     spread = np.sqrt(np.clip(np.linalg.eigvalsh(cov), 0, None))  # ascending
     return (w > 0) & (spread[:, 0] < max_std) & (spread[:, 0] < max_ratio * np.maximum(spread[:, 2], 1e-9))
+
+
+def _level_and_noise(heights: np.ndarray) -> tuple[float, float]:
+    """A table's height (median) and depth noise (robust sigma: 1.4826 MAD) from its points."""
+    level = float(np.median(heights))
+    return level, 1.4826 * float(np.median(np.abs(heights - level)))
 
 
 def _groups(labels: np.ndarray) -> list:

@@ -108,18 +108,17 @@ def process_bag(in_bag, out_bag, queries, checkpoint=None, text_encoder=None, to
 
 def stream_timing(runs: list, frame_ms: list) -> dict | None:
     """Per-cloud cost of a processed stream: end-to-end median and 90th percentile, stage
-    medians, and how much came from the last frame. None for no clouds."""
+    medians, and how much came from the last frame (as `bench` counts them). None for no clouds."""
     import numpy as np
+
+    from ..bench import _reuse_counts, _stage_medians
 
     if not runs:
         return None
     median = float(np.median(frame_ms))
-    stages = {k: round(float(np.median([r.timing_ms.get(k, 0.0) for r in runs])), 1) for k in runs[-1].timing_ms}
     return {"clouds": len(runs), "median_ms": round(median, 1), "p90_ms": round(float(np.percentile(frame_ms, 90)), 1),
-            "hz": round(1e3 / median, 2) if median > 0 else None, "stages_ms": stages,
-            "objects_median": float(np.median([len(r.objects) for r in runs])),
-            "reused_objects_median": float(np.median([r.reused_objects for r in runs])),
-            "scene_reused_share": round(float(np.mean([r.scene_reused for r in runs])), 2)}
+            "hz": round(1e3 / median, 2) if median > 0 else None, "stages_ms": _stage_medians(runs),
+            "objects_median": float(np.median([len(r.objects) for r in runs])), **_reuse_counts(runs)}
 
 
 def format_timing(timing: dict | None) -> str:
