@@ -162,7 +162,10 @@ def test_bench_report(tiny_ckpt, tmp_path, monkeypatch):
     report = run_bench("tiny-bench", tmp_path / "bench.json", repeat=1, full_size=False)
     assert report["encoders"][0]["model"] == "tiny-bench"
     enc = report["encoders"][0]["ms_per_shape"]
-    assert {"torch-eager-fp32", "torch-fp32", "torch-bf16", "onnxruntime-fp32"} <= set(enc)
+    assert {"torch-eager-fp32", "torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-int8"} <= set(enc)
+    # int8 is timed and its accuracy against eager fp32 reported (whether it passes is the CPU's)
+    int8 = report["encoders"][0]["accuracy_vs_eager"]["onnxruntime-int8"]
+    assert -1.0 <= int8["min_cosine"] <= 1.0 and 0.0 <= int8["patch_label_agreement"] <= 1.0
     assert all(v["1"] > 0 for v in enc.values() if isinstance(v, dict))
     assert report["scene_640x480"]["torch-fp32"]["objects"] == 3
     assert report["text_query_ms"]["cached_query"] < report["text_query_ms"]["new_query"]
