@@ -4,7 +4,8 @@ real captures, "handle" and "lid", sampling seeds 0-4; a threshold chosen on the
 (object, seed) pairs for precision >= 0.9, then both it and the bundled model's own (scene-path)
 operating points counted on both splits. Prints the table and writes a JSON report.
 
-Usage: .venv/bin/python tools/object_mode_operating_point.py ../shared/data OUT.json
+Usage: .venv/bin/python tools/object_mode_operating_point.py ../shared/data OUT.json [MODEL]
+(MODEL: a registry name or weights path; default: the bundled model)
 """
 import json
 import sys
@@ -58,10 +59,10 @@ def lowest_precise(rows, target=0.9) -> float:
     return 0.99
 
 
-def main(data_root, out_path) -> None:
-    finder = PartFinder.load(backend="auto")
+def main(data_root, out_path, checkpoint=None) -> None:
+    finder = PartFinder.load(checkpoint, backend="auto")
     rows = object_rows(finder, load_captures(data_root, ("tune", "held-out")))
-    report = {"seeds": SEEDS, "queries": {}}
+    report = {"model": checkpoint or "default", "seeds": SEEDS, "queries": {}}
     for q in QUERIES:
         tune = [r for r in rows if r["query"] == q and r["split"] == "tune"]
         held = [r for r in rows if r["query"] == q and r["split"] == "held-out"]
@@ -82,4 +83,4 @@ def main(data_root, out_path) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])
