@@ -314,6 +314,31 @@ def test_capture_parts_report_splits_sensors_and_words(tmp_path):
     assert (tmp_path / "out" / "parts_iou.png").stat().st_size > 5000
     assert json.loads((tmp_path / "out" / "parts_report.json").read_text())["splits"] == ["held-out"]
     assert "closure · Kinect · held-out" in format_capture_parts(report)
+    # the mistakes beside the hits: every held-out object known to lack a handle or a closure
+    # asked for it, a reported part there counted as false with its points
+    negatives = [r for r in rows if r["part"].startswith("no ")]
+    assert {"no handle", "no closure"} <= {r["part"] for r in negatives}
+    assert all(r["truth_points"] == 0 and (r["false_points"] > 0) == r["reported"] for r in negatives)
+    no_handle = summary['no handle · Kinect · held-out · "handle"']
+    asked = [r for r in negatives if r["group"] == "no handle · Kinect · held-out" and r["word"] == "handle"]
+    assert no_handle["cases"] == len(asked) >= 20
+    assert no_handle["false_reports"] == sum(r["reported"] for r in asked)
+
+
+def test_false_parts_of_a_part_less_group():
+    """Objects known to lack the part: false reports and false points per seed, means over the
+    seeds and their range; printed as "false N/M"."""
+    from patchalign_ros.evaluation.real_parts import _summarize_group, format_capture_parts
+
+    row = lambda reported, points: {"reported": reported, "false_points": points, "iou": 0.0 if reported else 1.0}
+    two = _summarize_group("no handle · Kinect · held-out", {0: [row(True, 40), row(False, 0), row(False, 0)],
+                                                             1: [row(True, 10), row(True, 30), row(False, 0)]})
+    assert two == {"cases": 3, "false_reports": 1.5, "false_points": 40.0, "seeds": 2,
+                   "false_reports_per_seed": [1, 2], "false_reports_range": [1, 2]}
+    iou = _summarize_group("handle · Kinect · held-out", {0: [row(False, 0), row(True, 5)]})
+    assert iou == {"cases": 2, "mean_iou": 0.5, "found": 1}
+    report = {"seeds": 2, "splits": ["held-out"], "models": {"m": {"summary": {"no handle · Kinect · held-out": two}}}}
+    assert "false 1.5/3 [1-2]" in format_capture_parts(report)
 
 
 def test_seed_means_and_ranges_of_a_group():

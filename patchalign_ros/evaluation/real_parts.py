@@ -65,12 +65,14 @@ SENSOR_OF_SOURCE = {"mOSD test": "Kinect", "mOSD learn": "Kinect", "RealSense": 
 CLOSURE_QUERY = {"mustard": "cap"}  # what a user calls the closure; "lid" for tins and canisters
 
 
-def capture_cases(data_root, splits=("held-out",)) -> list:
+def capture_cases(data_root, splits=("held-out",), negatives: bool = True) -> list:
     """Object-mode cases from the labelled real captures (``real_captures``): every object with a
     part mask — mOSD test34's mug handle (its sub-label), the mOSD learn lug handles, the RealSense
     mug handles and closures (``realsense_part_masks``) — and every upright tin or canister known
     to have a lid (the top 1.5 cm, ``lid_band``). The object's own points, up = its table's normal.
-    Group: part, sensor and split, so that held-out numbers are read apart."""
+    Group: part, sensor and split, so that held-out numbers are read apart. With ``negatives``
+    also every object known to lack a handle or a closure, asked for it (part "no handle" / "no
+    closure", an empty mask): anything reported there is a false part."""
     from .presence import _majority
     from .real_captures import lid_band, load_captures, table_up
 
@@ -89,6 +91,8 @@ def capture_cases(data_root, splits=("held-out",)) -> list:
             cases.append(PartCase(f"{capture.name} {attr}", f"{attr} · {sensor} · {capture.split}",
                                   f"real {sensor} capture", pts_all[idx], up, query, mask[idx], "part mask",
                                   {"split": capture.split, "sensor": sensor, "part": attr}))
+        if negatives:
+            cases += _negative_cases(capture, pts_all, finite, up, sensor)
         if capture.source == "RealSense":
             continue  # their closures are masked above
         for k, truth in sorted(capture.truth.items()):
@@ -100,6 +104,26 @@ def capture_cases(data_root, splits=("held-out",)) -> list:
                 cases.append(PartCase(f"{capture.name} object {k} lid", f"closure · {sensor} · {capture.split}",
                                       f"real {sensor} capture", pts_all[idx], up, "lid", lid, "top 1.5 cm",
                                       {"split": capture.split, "sensor": sensor, "part": "closure"}))
+    return cases
+
+
+NEGATIVE_QUERY = {"handle": "handle", "closure": "lid"}
+MIN_NEGATIVE_POINTS = 150  # the scene stage's smallest object
+
+
+def _negative_cases(capture, pts_all, finite, up, sensor) -> list:
+    """Objects of ``capture`` known to lack a handle or a closure, each asked for it alone."""
+    cases = []
+    for k, truth in sorted(capture.truth.items()):
+        idx = np.flatnonzero((capture.object_id == k) & finite)
+        if len(idx) < MIN_NEGATIVE_POINTS:
+            continue
+        for attr, query in NEGATIVE_QUERY.items():
+            if truth.get(attr) is False:
+                cases.append(PartCase(f"{capture.name} object {k} no {attr}", f"no {attr} · {sensor} · {capture.split}",
+                                      f"real {sensor} capture", pts_all[idx], up, query, np.zeros(len(idx), bool),
+                                      "known to lack it", {"split": capture.split, "sensor": sensor,
+                                                           "part": f"no {attr}"}))
     return cases
 
 
@@ -195,7 +219,7 @@ def score_case(finder, case: PartCase) -> dict:
             "points": int(len(case.points)), "truth_points": int(case.truth.sum()),
             "iou": mask_iou(pred, case.truth), "reported": bool(pred.any()),
             "mean_score_on_truth": round(float(scores[case.truth].mean()), 4) if case.truth.any() else None,
-            "ms": round(ms, 1), "pred": pred}
+            "false_points": int((pred & ~case.truth).sum()), "ms": round(ms, 1), "pred": pred}
 
 
 def summarize(rows: list) -> dict:
@@ -282,6 +306,7 @@ def save_pixel_masks_png(path, scan) -> None:
 
 # What users call each masked part (the vocabulary check): every word is scored on every case.
 PART_WORDS = {"handle": ["handle", "grip"], "closure": ["lid", "cap", "top"], "tip": ["tip"], "spout": ["spout"]}
+PART_WORDS.update({"no handle": PART_WORDS["handle"], "no closure": PART_WORDS["closure"]})
 # Scanned meshes no model was trained on (``MeshRule.train`` False) rendered through the fitted
 # sensor models: real geometry, simulated sensors, so reported as their own "sensor".
 RENDER_SENSORS = {"Kinect model": "kinect", "RealSense model": "active_stereo_filtered"}
@@ -361,8 +386,8 @@ def run_capture_parts(finders: dict, data_root, out_dir, splits=("held-out",), w
         summary = {}
         for r in rows:
             key = f"{r['part']} · {r['sensor']} · {r['split']}" + (f" · \"{r['word']}\"" if words else "")
-            summary.setdefault(key, {}).setdefault(r["seed"], []).append(r["iou"])
-        report["models"][label] = {"summary": {k: _group_summary(v) for k, v in sorted(summary.items())},
+            summary.setdefault(key, {}).setdefault(r["seed"], []).append(r)
+        report["models"][label] = {"summary": {k: _summarize_group(k, v) for k, v in sorted(summary.items())},
                                    "cases": rows}
     # compact: with several seeds and every word the per-case rows run to megabytes indented
     (out / "parts_report.json").write_text(json.dumps(report, separators=(",", ":")) + "\n")
@@ -383,6 +408,37 @@ def _group_summary(by_seed: dict) -> dict:
     return out
 
 
+def _summarize_group(key: str, by_seed: dict) -> dict:
+    """{seed: rows} of one group -> its summary: false reports for the part-less groups, IoU else."""
+    if key.startswith("no "):
+        return _negative_summary(by_seed)
+    return _group_summary({seed: [r["iou"] for r in rows] for seed, rows in by_seed.items()})
+
+
+def _negative_summary(by_seed: dict) -> dict:
+    """A group of objects without the part, per seed their rows -> false reports (objects a part
+    was reported on) and false points, means over the seeds (with several, the range too)."""
+    false = [sum(r["reported"] for r in v) for v in by_seed.values()]
+    points = [sum(r["false_points"] for r in v) for v in by_seed.values()]
+    out = {"cases": len(next(iter(by_seed.values()))), "false_reports": round(float(np.mean(false)), 1),
+           "false_points": round(float(np.mean(points)), 1)}
+    if len(false) > 1:
+        out.update({"seeds": len(false), "false_reports_per_seed": false,
+                    "false_reports_range": [min(false), max(false)]})
+    return out
+
+
+def _cell(c: dict | None) -> str:
+    if not c:
+        return "-"
+    if "false_reports" in c:
+        spread = f" [{c['false_reports_range'][0]}-{c['false_reports_range'][1]}]" if "false_reports_range" in c else ""
+        return f"false {c['false_reports']:g}/{c['cases']}{spread}"
+    if "mean_iou_range" not in c:
+        return f"{c['mean_iou']:.3f} ({c['found']}/{c['cases']})"
+    return f"{c['mean_iou']:.3f} [{c['mean_iou_range'][0]:.2f}-{c['mean_iou_range'][1]:.2f}] ({c['found']:g}/{c['cases']})"
+
+
 def format_capture_parts(report: dict) -> str:
     labels = list(report["models"])
     keys = sorted({k for m in report["models"].values() for k in m["summary"]})
@@ -394,10 +450,10 @@ def format_capture_parts(report: dict) -> str:
     for k in keys:
         cells = [report["models"][m]["summary"].get(k) for m in labels]
         n = next(c["cases"] for c in cells if c)
-        text = ["-" if not c else f"{c['mean_iou']:.3f} ({c['found']}/{c['cases']})" if "mean_iou_range" not in c
-                else f"{c['mean_iou']:.3f} [{c['mean_iou_range'][0]:.2f}-{c['mean_iou_range'][1]:.2f}] "
-                     f"({c['found']:g}/{c['cases']})" for c in cells]
-        lines.append(f"{k:44s} {n:5d} " + " ".join(f"{t:>{width}s}" for t in text))
+        lines.append(f"{k:44s} {n:5d} " + " ".join(f"{_cell(c):>{width}s}" for c in cells))
+    if any(k.startswith("no ") for k in keys):
+        lines.append("(\"no ...\" rows: objects known to lack the part, asked for it; false N/M: a part was "
+                     "reported on N of M, mean over the seeds [range])")
     return "\n".join(lines)
 
 
@@ -409,8 +465,12 @@ def save_parts_png(report: dict, path) -> None:
     import matplotlib.pyplot as plt
 
     labels = list(report["models"])
-    keys = sorted({k for m in report["models"].values() for k in m["summary"]})
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) * len(labels)), 4.5))
+    every = sorted({k for m in report["models"].values() for k in m["summary"]})
+    keys = [k for k in every if not k.startswith("no ")]
+    negative = [k for k in every if k.startswith("no ")]
+    fig, axes = plt.subplots(1, 2 if negative else 1, figsize=(max(6, 0.9 * len(every) * len(labels)), 4.5),
+                             squeeze=False, gridspec_kw={"width_ratios": [max(len(keys), 1), len(negative)] if negative else [1]})
+    ax = axes[0, 0]
     width = 0.8 / max(len(labels), 1)
     for j, m in enumerate(labels):
         cells = [report["models"][m]["summary"].get(k, {}) for k in keys]
@@ -428,6 +488,17 @@ def save_parts_png(report: dict, path) -> None:
     ax.set_title(f"real captures, split(s) {', '.join(report['splits'])}"
                  + (f"; mean of {seeds} sampling seeds, whiskers their range" if seeds > 1 else ""), fontsize=9)
     ax.legend(fontsize=7)
+    if negative:  # the mistakes beside the hits: share of part-less objects given the part
+        neg = axes[0, 1]
+        for j, m in enumerate(labels):
+            cells = [report["models"][m]["summary"].get(k, {}) for k in negative]
+            neg.bar(np.arange(len(negative)) + j * width,
+                    [c.get("false_reports", 0.0) / max(c.get("cases", 1), 1) for c in cells], width, label=m)
+        neg.set_xticks(np.arange(len(negative)) + 0.4 - width / 2)
+        neg.set_xticklabels([k.replace(" · ", "\n") for k in negative], fontsize=7)
+        neg.set_ylabel("share of part-less objects given the part")
+        neg.set_ylim(0, max(0.1, neg.get_ylim()[1]))
+        neg.set_title("false parts (lower is better)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
