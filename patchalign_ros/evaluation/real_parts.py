@@ -65,14 +65,14 @@ SENSOR_OF_SOURCE = {"mOSD test": "Kinect", "mOSD learn": "Kinect", "RealSense": 
 CLOSURE_QUERY = {"mustard": "cap"}  # what a user calls the closure; "lid" for tins and canisters
 
 
-def capture_cases(data_root, splits=("held-out",), negatives: bool = True) -> list:
+def capture_cases(data_root, splits=("held-out",)) -> list:
     """Object-mode cases from the labelled real captures (``real_captures``): every object with a
     part mask — mOSD test34's mug handle (its sub-label), the mOSD learn lug handles, the RealSense
     mug handles and closures (``realsense_part_masks``) — and every upright tin or canister known
     to have a lid (the top 1.5 cm, ``lid_band``). The object's own points, up = its table's normal.
-    Group: part, sensor and split, so that held-out numbers are read apart. With ``negatives``
-    also every object known to lack a handle or a closure, asked for it (part "no handle" / "no
-    closure", an empty mask): anything reported there is a false part."""
+    Group: part, sensor and split, so that held-out numbers are read apart. Also every object
+    known to lack a handle or a closure, asked for it (part "no handle" / "no closure", an empty
+    mask): anything reported there is a false part."""
     from .presence import _majority
     from .real_captures import lid_band, load_captures, table_up
 
@@ -91,8 +91,7 @@ def capture_cases(data_root, splits=("held-out",), negatives: bool = True) -> li
             cases.append(PartCase(f"{capture.name} {attr}", f"{attr} · {sensor} · {capture.split}",
                                   f"real {sensor} capture", pts_all[idx], up, query, mask[idx], "part mask",
                                   {"split": capture.split, "sensor": sensor, "part": attr}))
-        if negatives:
-            cases += _negative_cases(capture, pts_all, finite, up, sensor)
+        cases += _negative_cases(capture, pts_all, finite, up, sensor)
         if capture.source == "RealSense":
             continue  # their closures are masked above
         for k, truth in sorted(capture.truth.items()):
@@ -108,22 +107,29 @@ def capture_cases(data_root, splits=("held-out",), negatives: bool = True) -> li
 
 
 NEGATIVE_QUERY = {"handle": "handle", "closure": "lid"}
-MIN_NEGATIVE_POINTS = 150  # the scene stage's smallest object
+PART_LESS = "no "  # the part name, and so the group key, of objects known to lack the part
+
+
+def _part_less(key: str) -> bool:
+    return key.startswith(PART_LESS)
 
 
 def _negative_cases(capture, pts_all, finite, up, sensor) -> list:
-    """Objects of ``capture`` known to lack a handle or a closure, each asked for it alone."""
+    """Objects of ``capture`` known to lack a handle or a closure, each asked for it alone (those
+    smaller than the scene stage's smallest object left out)."""
+    from ..inference.scene import SceneConfig
+
     cases = []
     for k, truth in sorted(capture.truth.items()):
         idx = np.flatnonzero((capture.object_id == k) & finite)
-        if len(idx) < MIN_NEGATIVE_POINTS:
+        if len(idx) < SceneConfig.min_object_points:
             continue
         for attr, query in NEGATIVE_QUERY.items():
             if truth.get(attr) is False:
-                cases.append(PartCase(f"{capture.name} object {k} no {attr}", f"no {attr} · {sensor} · {capture.split}",
+                part = PART_LESS + attr
+                cases.append(PartCase(f"{capture.name} object {k} {part}", f"{part} · {sensor} · {capture.split}",
                                       f"real {sensor} capture", pts_all[idx], up, query, np.zeros(len(idx), bool),
-                                      "known to lack it", {"split": capture.split, "sensor": sensor,
-                                                           "part": f"no {attr}"}))
+                                      "known to lack it", {"split": capture.split, "sensor": sensor, "part": part}))
     return cases
 
 
@@ -306,7 +312,7 @@ def save_pixel_masks_png(path, scan) -> None:
 
 # What users call each masked part (the vocabulary check): every word is scored on every case.
 PART_WORDS = {"handle": ["handle", "grip"], "closure": ["lid", "cap", "top"], "tip": ["tip"], "spout": ["spout"]}
-PART_WORDS.update({"no handle": PART_WORDS["handle"], "no closure": PART_WORDS["closure"]})
+PART_WORDS.update({PART_LESS + part: PART_WORDS[part] for part in NEGATIVE_QUERY})
 # Scanned meshes no model was trained on (``MeshRule.train`` False) rendered through the fitted
 # sensor models: real geometry, simulated sensors, so reported as their own "sensor".
 RENDER_SENSORS = {"Kinect model": "kinect", "RealSense model": "active_stereo_filtered"}
@@ -410,7 +416,7 @@ def _group_summary(by_seed: dict) -> dict:
 
 def _summarize_group(key: str, by_seed: dict) -> dict:
     """{seed: rows} of one group -> its summary: false reports for the part-less groups, IoU else."""
-    if key.startswith("no "):
+    if _part_less(key):
         return _negative_summary(by_seed)
     return _group_summary({seed: [r["iou"] for r in rows] for seed, rows in by_seed.items()})
 
@@ -451,7 +457,7 @@ def format_capture_parts(report: dict) -> str:
         cells = [report["models"][m]["summary"].get(k) for m in labels]
         n = next(c["cases"] for c in cells if c)
         lines.append(f"{k:44s} {n:5d} " + " ".join(f"{_cell(c):>{width}s}" for c in cells))
-    if any(k.startswith("no ") for k in keys):
+    if any(_part_less(k) for k in keys):
         lines.append("(\"no ...\" rows: objects known to lack the part, asked for it; false N/M: a part was "
                      "reported on N of M, mean over the seeds [range])")
     return "\n".join(lines)
@@ -466,8 +472,8 @@ def save_parts_png(report: dict, path) -> None:
 
     labels = list(report["models"])
     every = sorted({k for m in report["models"].values() for k in m["summary"]})
-    keys = [k for k in every if not k.startswith("no ")]
-    negative = [k for k in every if k.startswith("no ")]
+    keys = [k for k in every if not _part_less(k)]
+    negative = [k for k in every if _part_less(k)]
     fig, axes = plt.subplots(1, 2 if negative else 1, figsize=(max(6, 0.9 * len(every) * len(labels)), 4.5),
                              squeeze=False, gridspec_kw={"width_ratios": [max(len(keys), 1), len(negative)] if negative else [1]})
     ax = axes[0, 0]
